@@ -1,0 +1,170 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Describe writes the shutdown plan in plain words: what shutdownd
+// check-config prints, so an operator can read what a shutdown would do,
+// in order, before it ever has to. The storage commands come from
+// Storage.Plan, the same list the runner executes. Secrets are never
+// printed, and webhook URLs are shown by scheme and host only because
+// their paths often carry tokens.
+func (c *Config) Describe(w io.Writer) {
+	var warnings []string
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+
+	p("shutdownd plan from %s", c.Path)
+	p("")
+	mode := "plain HTTP"
+	if c.TLS.CertFile != "" {
+		mode = "HTTPS"
+	}
+	p("Service: listen %s (%s), database %s, metrics %s", c.Listen, mode, c.Database, metricsText(c.Metrics.Access))
+	p("")
+
+	o := c.OpenStack
+	if o.Cloud == "" {
+		p("Step 1: OpenStack VMs: skipped (no openstack section)")
+	} else {
+		src := "standard clouds.yaml search"
+		if o.CloudsFile != "" {
+			src = o.CloudsFile
+		}
+		p("Step 1: OpenStack VMs")
+		p("  cloud %q from %s", o.Cloud, src)
+		p("  os-stop every ACTIVE or ERROR server of all projects, %d at a time", o.Concurrency)
+		p("  wait up to %s for SHUTOFF, polling every %s (requests time out after %s)", dur(o.StopTimeout), dur(o.PollInterval), dur(o.RequestTimeout))
+		if len(o.Exclude) > 0 {
+			p("  never stopped: %s", strings.Join(o.Exclude, ", "))
+		} else {
+			p("  never stopped: (none)")
+		}
+	}
+	p("")
+
+	s := c.Storage
+	if plan := s.Plan(); len(plan) == 0 {
+		p("Step 2: Storage: skipped (type %s)", s.Type)
+	} else {
+		p("Step 2: Storage (%s), in this order", s.Type)
+		for _, cmd := range plan {
+			p("  on %s as %s: %s", cmd.Host, c.sshUser(cmd.Host), cmd.Command)
+		}
+		if s.HealthCommand != "" {
+			p("  simulation health check on %s: %s", s.AdminHost, s.HealthCommand)
+		}
+	}
+	p("")
+
+	p("Step 3: Hosts, group by group (hosts of one group in parallel)")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, g := range c.HostGroups() {
+		label := g[0].Role
+		if len(c.HostOrder) > 0 {
+			label = "host_order"
+		}
+		fmt.Fprintf(tw, "  group %d (%s)\n", i+1, label)
+		for _, h := range g {
+			c.hostLine(tw, h)
+		}
+	}
+	for _, h := range c.SelfHosts() {
+		fmt.Fprintf(tw, "  last: the machine running shutdownd, after the job's final state is saved\n")
+		c.hostLine(tw, h)
+	}
+	_ = tw.Flush()
+	t := c.Timeouts
+	p("  per host: SSH power-off command, then wait up to %s for the BMC to report Off,", dur(t.HostOff))
+	p("  then BMC soft off (up to %s), then BMC hard off (up to %s); power read every %s", dur(t.BMCSoftOff), dur(t.BMCHardOff), dur(t.BMCPollInterval))
+
+	for _, h := range c.Hosts {
+		switch {
+		case h.BMC == nil:
+			warnings = append(warnings, fmt.Sprintf("%s has no BMC: its power-off cannot be confirmed or forced", h.Name))
+		case h.BMC.InsecureTLS && h.BMC.Protocol == ProtocolRedfish:
+			warnings = append(warnings, fmt.Sprintf("%s: BMC certificate is not verified (insecure_tls)", h.Name))
+		}
+	}
+	if len(c.SelfHosts()) == 0 {
+		warnings = append(warnings, "no host is marked self: the machine running shutdownd is not powered off by it")
+	}
+
+	if len(c.Notify.Webhooks) > 0 {
+		p("")
+		p("Notifications")
+		for _, wh := range c.Notify.Webhooks {
+			signed := "unsigned"
+			if wh.SecretEnv != "" {
+				signed = "signed with $" + wh.SecretEnv
+			}
+			p("  webhook %s (%s)", urlOrigin(wh.URL), signed)
+		}
+	}
+	if len(warnings) > 0 {
+		p("")
+		p("Warnings")
+		for _, m := range warnings {
+			p("  - %s", m)
+		}
+	}
+}
+
+func (c *Config) hostLine(w io.Writer, h Host) {
+	b := "no BMC"
+	if h.BMC != nil {
+		b = fmt.Sprintf("BMC %s %s as %s", h.BMC.Protocol, joinHostPort(h.BMC.Address, h.BMC.Port), h.BMC.User)
+	}
+	fmt.Fprintf(w, "    %s\t%s\t%s\tssh %s\t%q\t%s\n", h.Name, h.Role, h.Address, h.SSH.User, h.SSH.PoweroffCommand, b)
+}
+
+func (c *Config) sshUser(host string) string {
+	if h, ok := c.Host(host); ok {
+		return h.SSH.User
+	}
+	return c.SSH.User
+}
+
+func joinHostPort(host string, port int) string {
+	if strings.Contains(host, ":") {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
+func metricsText(access string) string {
+	switch access {
+	case MetricsOpen:
+		return "open to all"
+	case MetricsOff:
+		return "off"
+	default:
+		return "for read tokens"
+	}
+}
+
+// urlOrigin shows scheme://host only: the path may hold a token.
+func urlOrigin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// dur prints 5m instead of 5m0s.
+func dur(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

@@ -1,0 +1,340 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults applied when the file leaves a field out.
+const (
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultDatabase        = "/var/lib/shutdownd/shutdownd.db"
+	DefaultSSHUser         = "root"
+	DefaultPoweroffCommand = "systemctl poweroff"
+	DefaultSSHPort         = "22"
+	DefaultIPMIPort        = 623
+	DefaultRedfishPort     = 443
+)
+
+func defaults(name string) *Config {
+	return &Config{
+		Path:     name,
+		Listen:   DefaultListen,
+		Database: DefaultDatabase,
+		OpenStack: OpenStack{
+			Concurrency:    20,
+			StopTimeout:    5 * time.Minute,
+			PollInterval:   2 * time.Second,
+			RequestTimeout: 30 * time.Second,
+		},
+		Storage: Storage{Type: StorageNone},
+		SSH: SSH{
+			User:            DefaultSSHUser,
+			ConnectTimeout:  10 * time.Second,
+			CommandTimeout:  60 * time.Second,
+			PoweroffCommand: DefaultPoweroffCommand,
+		},
+		BMC: BMC{Protocol: ProtocolRedfish},
+		Timeouts: Timeouts{
+			HostOff:         3 * time.Minute,
+			BMCSoftOff:      time.Minute,
+			BMCHardOff:      time.Minute,
+			BMCPollInterval: 2 * time.Second,
+		},
+		Metrics: Metrics{Access: MetricsRead},
+	}
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse validates config data. name is used in error messages, and relative
+// paths in the file are resolved against its directory. On error the
+// returned error joins one *FieldError per problem, sorted by line.
+func Parse(data []byte, name string) (*Config, error) {
+	d := &decoder{file: name, dir: filepath.Dir(name)}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &FieldError{File: name, Line: line, Reason: "invalid YAML: " + m[2]}
+		}
+		return nil, &FieldError{File: name, Line: 1, Reason: "invalid YAML: " + err.Error()}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &FieldError{File: name, Line: extra.Line, Reason: "more than one YAML document; put everything in one"}
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		doc = doc.Content[0]
+	}
+	c := defaults(name)
+	d.config(doc, c)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (d *decoder) config(doc *yaml.Node, c *Config) {
+	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
+		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify")
+	if m == nil {
+		return
+	}
+	if e, ok := m["listen"]; ok {
+		d.listen(e.val, c)
+	}
+	if e, ok := m["tls"]; ok {
+		d.tls(e, c)
+	}
+	if e, ok := m["database"]; ok {
+		if s, ok := d.nonEmpty(e.val, "database"); ok {
+			c.Database = d.resolve(s)
+		}
+	}
+	if e, ok := m["openstack"]; ok {
+		d.openstack(e, c)
+	}
+	// Host defaults before hosts, hosts before what refers to them.
+	if e, ok := m["ssh"]; ok {
+		d.sshBlock(e.val, "ssh", &c.SSH)
+	}
+	top := bmcDraft{BMC: c.BMC}
+	if e, ok := m["bmc"]; ok {
+		d.bmcBlock(e.val, "bmc", &top, false)
+	}
+	c.BMC = top.BMC
+	if e, ok := m["timeouts"]; ok {
+		d.timeouts(e.val, c)
+	}
+	hostsNode := doc
+	if e, ok := m["hosts"]; ok {
+		hostsNode = e.key
+		d.hosts(e.key, e.val, c, top)
+	}
+	if len(c.Hosts) == 0 && !d.hadHostErrors() {
+		d.fail(hostsNode, "hosts", "at least one host is required")
+	}
+	d.storage(m, c)
+	if e, ok := m["host_order"]; ok {
+		d.hostOrder(e, c)
+	}
+	if e, ok := m["metrics"]; ok {
+		if mm := d.mapping(e.val, "metrics", "access"); mm != nil {
+			if a, ok := mm["access"]; ok {
+				if s, ok := d.oneOf(a.val, "metrics.access", MetricsOpen, MetricsRead, MetricsOff); ok {
+					c.Metrics.Access = s
+				}
+			}
+		}
+	}
+	if e, ok := m["notify"]; ok {
+		d.notify(e.val, c)
+	}
+}
+
+// hadHostErrors avoids "at least one host is required" on top of the
+// errors that made every listed host invalid.
+func (d *decoder) hadHostErrors() bool {
+	for _, e := range d.errs {
+		if strings.HasPrefix(e.Path, "hosts[") {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) listen(n *yaml.Node, c *Config) {
+	s, ok := d.nonEmpty(n, "listen")
+	if !ok {
+		return
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		d.fail(n, "listen", "%q is not host:port", s)
+		return
+	}
+	if _, err := port(s, 0); err != nil {
+		d.fail(n, "listen", "%v", err)
+		return
+	}
+	c.Listen = s
+}
+
+func (d *decoder) tls(te entry, c *Config) {
+	m := d.mapping(te.val, "tls", "cert_file", "key_file")
+	if m == nil {
+		return
+	}
+	if e, ok := m["cert_file"]; ok {
+		c.TLS.CertFile = d.path(e.val, "tls.cert_file", false)
+	}
+	if e, ok := m["key_file"]; ok {
+		c.TLS.KeyFile = d.path(e.val, "tls.key_file", true)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		d.fail(te.key, "tls", "cert_file and key_file must be set together (or both left empty for plain HTTP)")
+	}
+}
+
+func (d *decoder) openstack(e entry, c *Config) {
+	m := d.mapping(e.val, "openstack", "cloud", "clouds_file", "concurrency", "stop_timeout",
+		"poll_interval", "request_timeout", "exclude")
+	if len(m) == 0 {
+		return // omitted or empty: no OpenStack on this site
+	}
+	o := &c.OpenStack
+	if ce, ok := m["cloud"]; ok {
+		if s, ok := d.nonEmpty(ce.val, "openstack.cloud"); ok {
+			o.Cloud = s
+		}
+	} else {
+		d.fail(e.key, "openstack.cloud", "required when the openstack section is present (leave the section out on a site without OpenStack)")
+	}
+	if e, ok := m["clouds_file"]; ok {
+		o.CloudsFile = d.path(e.val, "openstack.clouds_file", false)
+	}
+	if e, ok := m["concurrency"]; ok {
+		if i, ok := d.integer(e.val, "openstack.concurrency"); ok {
+			if i < 1 {
+				d.fail(e.val, "openstack.concurrency", "must be at least 1, got %d", i)
+			} else {
+				o.Concurrency = i
+			}
+		}
+	}
+	for key, dst := range map[string]*time.Duration{
+		"stop_timeout": &o.StopTimeout, "poll_interval": &o.PollInterval, "request_timeout": &o.RequestTimeout,
+	} {
+		if e, ok := m[key]; ok {
+			if v, ok := d.duration(e.val, "openstack."+key); ok {
+				*dst = v
+			}
+		}
+	}
+	if e, ok := m["exclude"]; ok {
+		o.Exclude = d.strList(e.val, "openstack.exclude")
+	}
+}
+
+func (d *decoder) timeouts(n *yaml.Node, c *Config) {
+	m := d.mapping(n, "timeouts", "host_off", "bmc_soft_off", "bmc_hard_off", "bmc_poll_interval")
+	t := &c.Timeouts
+	for key, dst := range map[string]*time.Duration{
+		"host_off": &t.HostOff, "bmc_soft_off": &t.BMCSoftOff, "bmc_hard_off": &t.BMCHardOff, "bmc_poll_interval": &t.BMCPollInterval,
+	} {
+		if e, ok := m[key]; ok {
+			if v, ok := d.duration(e.val, "timeouts."+key); ok {
+				*dst = v
+			}
+		}
+	}
+}
+
+// sshBlock applies the keys present in n onto s, so the same code reads the
+// top-level defaults and a host's overrides.
+func (d *decoder) sshBlock(n *yaml.Node, path string, s *SSH) {
+	m := d.mapping(n, path, "user", "key_file", "known_hosts", "connect_timeout", "command_timeout", "poweroff_command")
+	if e, ok := m["user"]; ok {
+		if v, ok := d.nonEmpty(e.val, path+".user"); ok {
+			s.User = v
+		}
+	}
+	if e, ok := m["key_file"]; ok {
+		if _, ok := d.nonEmpty(e.val, path+".key_file"); ok {
+			s.KeyFile = d.path(e.val, path+".key_file", true)
+		}
+	}
+	if e, ok := m["known_hosts"]; ok {
+		if _, ok := d.nonEmpty(e.val, path+".known_hosts"); ok {
+			s.KnownHosts = d.path(e.val, path+".known_hosts", false)
+		}
+	}
+	if e, ok := m["connect_timeout"]; ok {
+		if v, ok := d.duration(e.val, path+".connect_timeout"); ok {
+			s.ConnectTimeout = v
+		}
+	}
+	if e, ok := m["command_timeout"]; ok {
+		if v, ok := d.duration(e.val, path+".command_timeout"); ok {
+			s.CommandTimeout = v
+		}
+	}
+	if e, ok := m["poweroff_command"]; ok {
+		if v, ok := d.nonEmpty(e.val, path+".poweroff_command"); ok {
+			s.PoweroffCommand = v
+		}
+	}
+}
+
+// bmcDraft is a BMC being merged: it remembers which fields were set so the
+// port default can follow the final protocol and a missing password is
+// reported once, where it matters.
+type bmcDraft struct {
+	BMC
+	portSet     bool
+	passwordSet bool
+}
+
+func (d *decoder) bmcBlock(n *yaml.Node, path string, b *bmcDraft, perHost bool) map[string]entry {
+	m := d.mapping(n, path, "address", "port", "protocol", "user", "password_file", "password_env", "insecure_tls", "ca_file")
+	if e, ok := m["address"]; ok {
+		if !perHost {
+			d.fail(e.key, path+".address", "a BMC address belongs to one host: set it in hosts[].bmc.address")
+		} else if s, ok := d.nonEmpty(e.val, path+".address"); ok {
+			if a, err := bmcAddress(s); err != nil {
+				d.fail(e.val, path+".address", "%v", err)
+			} else {
+				b.Address = a
+			}
+		}
+	}
+	if e, ok := m["port"]; ok {
+		if p, ok := d.integer(e.val, path+".port"); ok {
+			if p < 1 || p > 65535 {
+				d.fail(e.val, path+".port", "must be between 1 and 65535, got %d", p)
+			}
+			b.Port, b.portSet = p, true
+		}
+	}
+	if e, ok := m["protocol"]; ok {
+		if s, ok := d.oneOf(e.val, path+".protocol", ProtocolRedfish, ProtocolIPMI); ok {
+			b.Protocol = s
+		}
+	}
+	if e, ok := m["user"]; ok {
+		if s, ok := d.nonEmpty(e.val, path+".user"); ok {
+			b.User = s
+		}
+	}
+	pf, hasFile := m["password_file"]
+	pe, hasEnv := m["password_env"]
+	switch {
+	case hasFile && hasEnv:
+		d.fail(pe.key, path+".password_env", "set either password_file or password_env, not both")
+		b.passwordSet = true
+	case hasFile:
+		b.Password, b.passwordSet = d.secretFile(pf.val, path+".password_file"), true
+	case hasEnv:
+		b.Password, b.passwordSet = d.secretEnv(pe.val, path+".password_env"), true
+	}
+	if e, ok := m["insecure_tls"]; ok {
+		if v, ok := d.boolean(e.val, path+".insecure_tls"); ok {
+			b.InsecureTLS = v
+		}
+	}
+	if e, ok := m["ca_file"]; ok {
+		b.CAFile = d.path(e.val, path+".ca_file", false)
+	}
+	return m
+}

@@ -1,0 +1,145 @@
+// Package handlers is the HTTP API of shutdownd (SPEC.md section 1): routes,
+// token authentication, the JSON envelope and the one error vocabulary.
+// It only calls the store; the runner is told about new work through Kicker.
+package handlers
+
+import (
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/edgeops/shutdownd/store"
+)
+
+// DefaultMaxBodyBytes bounds request bodies when Options.MaxBodyBytes is 0.
+// A valid body is a reason (at most 1000 characters) and a timestamp, so
+// 64 KiB is generous and still stops a client from filling memory.
+const DefaultMaxBodyBytes = 64 << 10
+
+// Kicker is the runner's doorbell: called after a job was created or a
+// cancel was requested so the runner acts at once instead of at its next
+// poll of the store. It must not block.
+type Kicker interface {
+	Kick()
+}
+
+// Options configures New.
+type Options struct {
+	Store  *store.Store
+	Runner Kicker // may be nil: the runner then notices at its next poll
+	Logger *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For is believed. Empty
+	// means the header is ignored: anyone could write it.
+	TrustedProxies []netip.Prefix
+	MaxBodyBytes   int64            // default DefaultMaxBodyBytes
+	Now            func() time.Time // default time.Now; tests move the clock
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	store          *store.Store
+	runner         Kicker
+	logger         *slog.Logger
+	trustedProxies []netip.Prefix
+	maxBodyBytes   int64
+	now            func() time.Time
+	heartbeat      time.Duration // SSE keep-alive comment period
+	router         *mux.Router
+}
+
+// New builds the API server with all its routes.
+func New(opts Options) *Server {
+	s := &Server{
+		store:          opts.Store,
+		runner:         opts.Runner,
+		logger:         opts.Logger,
+		trustedProxies: opts.TrustedProxies,
+		maxBodyBytes:   opts.MaxBodyBytes,
+		now:            opts.Now,
+		heartbeat:      15 * time.Second,
+		router:         mux.NewRouter(),
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.maxBodyBytes <= 0 {
+		s.maxBodyBytes = DefaultMaxBodyBytes
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	r := s.router
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.WriteError(w, r, Errorf(CodeNotFound, "no such path: %s", r.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.WriteError(w, r, Errorf(CodeMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+
+	r.Handle("/healthz", http.HandlerFunc(s.handleHealthz)).Methods(http.MethodGet, http.MethodHead)
+
+	r.Handle("/simulate", s.RequireScope(ScopeSimulate, http.HandlerFunc(s.handleSimulate))).Methods(http.MethodPost)
+	r.Handle("/shutdown", s.RequireScope(ScopeShutdown, http.HandlerFunc(s.handleShutdown))).Methods(http.MethodPost)
+	r.Handle("/simulate/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindSimulation))).Methods(http.MethodGet)
+	r.Handle("/shutdown/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindShutdown))).Methods(http.MethodGet)
+
+	r.Handle("/jobs", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleListJobs))).Methods(http.MethodGet)
+	r.Handle("/jobs/{id:[0-9]+}", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleJob))).Methods(http.MethodGet)
+	r.Handle("/jobs/{id:[0-9]+}/events", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleEvents))).Methods(http.MethodGet)
+	// The scope of a cancel depends on the job's kind, checked in the handler.
+	r.Handle("/jobs/{id:[0-9]+}/cancel", s.Authenticate(http.HandlerFunc(s.handleCancel))).Methods(http.MethodPost)
+}
+
+// Router returns the router so that the program can mount the history
+// pages, /metrics and /openapi.yaml beside the API, sharing its 404/405
+// answers. Routes must be added before the server starts serving.
+func (s *Server) Router() *mux.Router { return s.router }
+
+// ServeHTTP serves the API. The recover wrapper sits outside the router so
+// that it also covers the not-found and method-not-allowed handlers.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tw := &trackingWriter{ResponseWriter: w}
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v == http.ErrAbortHandler {
+			panic(v) // the documented way to abort a response; net/http handles it
+		}
+		s.logger.LogAttrs(r.Context(), slog.LevelError, "panic in handler",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("panic", v))
+		if !tw.wroteHeader {
+			s.WriteError(tw, r, Errorf(CodeInternal, "internal error"))
+		}
+	}()
+	s.router.ServeHTTP(tw, r)
+}
+
+// trackingWriter remembers whether the status line went out, so the
+// recover wrapper knows whether it can still answer with a JSON 500.
+type trackingWriter struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wroteHeader = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wroteHeader = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush on the real writer (SSE).
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }

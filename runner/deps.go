@@ -1,0 +1,54 @@
+package runner
+
+import (
+	"context"
+
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/runner/bmc"
+	"github.com/edgeops/shutdownd/runner/hostctl"
+	"github.com/edgeops/shutdownd/runner/openstack"
+)
+
+// Cloud is what the runner needs from OpenStack. The real implementation is
+// *openstack.Client; the seam exists so the engine does not care how the
+// client was authenticated.
+type Cloud interface {
+	ListServers(ctx context.Context) ([]openstack.Server, error)
+	Stop(ctx context.Context, id string) error
+}
+
+// HostConn is an SSH connection to one host.
+type HostConn interface {
+	Run(ctx context.Context, cmd string) (hostctl.Result, error)
+	PowerOff(ctx context.Context, cmd string) error
+	Close() error
+}
+
+// PowerController is one host's BMC.
+type PowerController interface {
+	PowerState(ctx context.Context) (bmc.PowerState, error)
+	SoftOff(ctx context.Context) error
+	HardOff(ctx context.Context) error
+	Close(ctx context.Context) error
+}
+
+// Deps opens the connections the runner uses. Every field has a default
+// backed by the real adapters; tests replace none of them, they point the
+// configuration at the simulated site instead.
+type Deps struct {
+	OpenCloud func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error)
+	DialHost  func(ctx context.Context, h config.Host) (HostConn, error)
+	OpenBMC   func(ctx context.Context, h config.Host) (PowerController, error)
+}
+
+func (d *Deps) fill() {
+	if d.OpenCloud == nil {
+		d.OpenCloud = openCloud
+	}
+	if d.DialHost == nil {
+		d.DialHost = dialHost
+	}
+	if d.OpenBMC == nil {
+		d.OpenBMC = openBMC
+	}
+}

@@ -1,0 +1,174 @@
+// Package hostctl runs commands on the site's physical hosts over SSH: the
+// storage commands and the final power-off. It always verifies host keys
+// against a known_hosts file (there is no "accept any key" mode), never
+// forwards an agent, and classifies failures so the runner can tell "go to
+// the BMC" (unreachable) from "someone must look at this" (host key).
+package hostctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Classified connection failures; Dial's errors wrap exactly one of them
+// (or the context's error), so callers use errors.Is.
+var (
+	// ErrHostKeyMismatch means known_hosts has a different key for the
+	// host (or the key is revoked): possibly a man in the middle, so we
+	// never connect, and never send a power-off to it.
+	ErrHostKeyMismatch = errors.New("host key mismatch: refusing to connect")
+	// ErrHostKeyUnknown means known_hosts has no key for the host; an
+	// operator must add it (we never trust on first use).
+	ErrHostKeyUnknown = errors.New("host key unknown: host not in known_hosts")
+	// ErrUnreachable means no SSH server answered in time (refused, timed
+	// out, no route, name not resolved, dropped during the handshake).
+	ErrUnreachable = errors.New("host unreachable")
+	// ErrAuth means the server refused our key for the user.
+	ErrAuth = errors.New("ssh authentication failed")
+)
+
+// Defaults used when a Target leaves a timeout at zero.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultCommandTimeout = 60 * time.Second
+)
+
+// Target is one host as the runner sees it; config.Host resolves into it.
+type Target struct {
+	Name string
+	// Address is host:port; a bare host means port 22.
+	Address    string
+	User       string
+	KeyFile    string
+	KnownHosts string
+	// ConnectTimeout bounds TCP connect plus SSH handshake.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds each Run and PowerOff.
+	CommandTimeout time.Duration
+	// Logger receives warnings that are not errors (a power-off session
+	// that hung); nil discards.
+	Logger *slog.Logger
+}
+
+// Conn is an authenticated SSH connection to one host. Each Run opens its
+// own session, so a Conn may be used by several goroutines.
+type Conn struct {
+	t      Target
+	log    *slog.Logger
+	client *ssh.Client
+}
+
+// Dial connects and authenticates with the key in t.KeyFile, checking the
+// host key against t.KnownHosts. ctx can cancel both the connect and the
+// handshake.
+func Dial(ctx context.Context, t Target) (*Conn, error) {
+	if t.ConnectTimeout <= 0 {
+		t.ConnectTimeout = DefaultConnectTimeout
+	}
+	if t.CommandTimeout <= 0 {
+		t.CommandTimeout = DefaultCommandTimeout
+	}
+	addr := t.Address
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "22")
+	}
+	signer, err := loadSigner(t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: %w", t.Name, err)
+	}
+	if t.KnownHosts == "" {
+		return nil, fmt.Errorf("ssh %s: no known_hosts file configured", t.Name)
+	}
+	hostKeys, err := knownhosts.New(t.KnownHosts)
+	if err != nil {
+		return nil, fmt.Errorf("ssh %s: read known_hosts: %w", t.Name, err)
+	}
+
+	d := net.Dialer{Timeout: t.ConnectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, fmt.Errorf("ssh %s: connect %s: %w", t.Name, addr, ctx.Err())
+		}
+		return nil, fmt.Errorf("ssh %s: connect %s: %w: %w", t.Name, addr, ErrUnreachable, err)
+	}
+
+	cfg := &ssh.ClientConfig{
+		User:              t.User,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback:   hostKeys,
+		HostKeyAlgorithms: hostKeyAlgorithms(hostKeys, addr, nc.RemoteAddr()),
+		Timeout:           t.ConnectTimeout,
+	}
+	// ClientConfig.Timeout covers only a connect we no longer leave to
+	// ssh.Dial: bound the handshake ourselves, and let ctx cut it short.
+	deadline := time.Now().Add(t.ConnectTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	nc.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	if !stop() {
+		if err == nil {
+			sc.Close()
+		}
+		nc.Close()
+		return nil, fmt.Errorf("ssh %s: handshake with %s: %w", t.Name, addr, ctx.Err())
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("ssh %s: handshake with %s: %w", t.Name, addr, classify(err))
+	}
+	nc.SetDeadline(time.Time{})
+
+	log := t.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Conn{t: t, log: log, client: ssh.NewClient(sc, chans, reqs)}, nil
+}
+
+// classify maps a handshake error onto the package's sentinel errors,
+// keeping the original text for the operator.
+func classify(err error) error {
+	var keyErr *knownhosts.KeyError
+	var revoked *knownhosts.RevokedError
+	switch {
+	case errors.As(err, &keyErr) && len(keyErr.Want) > 0:
+		return fmt.Errorf("%w: %w", ErrHostKeyMismatch, err)
+	case errors.As(err, &keyErr):
+		return fmt.Errorf("%w: %w", ErrHostKeyUnknown, err)
+	case errors.As(err, &revoked):
+		return fmt.Errorf("%w: %w", ErrHostKeyMismatch, err)
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		// x/crypto/ssh has no typed error for this.
+		return fmt.Errorf("%w: %w", ErrAuth, err)
+	case isDropped(err):
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return err
+}
+
+// isDropped reports whether err means the TCP connection died or timed out.
+func isDropped(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// Close closes the connection; open sessions end with it.
+func (c *Conn) Close() error {
+	return c.client.Close()
+}

@@ -1,0 +1,392 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/runner/bmc"
+	"github.com/edgeops/shutdownd/store"
+)
+
+func (e *exec) hostsStep(step store.Step) (store.StepState, string, error) {
+	if e.job.Kind == store.KindSimulation {
+		return e.hostsCheck(step)
+	}
+	return e.hostsStop(step)
+}
+
+// hostsStop powers off each group in order, the hosts of one group in
+// parallel. A group starts only when every host of the previous group is
+// off or has failed: storage must not go down while compute still writes.
+func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
+	groups := e.r.cfg.HostGroups()
+	prior, err := e.r.store.StepActions(e.db(), step.ID)
+	if err != nil {
+		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
+	}
+	finished := map[string]store.Action{}
+	for _, a := range prior {
+		if a.TargetKind == "host" && a.Operation == "power-off" && actionFinal(a.State) {
+			finished[a.Target] = a
+		}
+	}
+	total := 0
+	for _, g := range groups {
+		total += len(g)
+	}
+	var off, failed atomic.Int64
+	for _, a := range finished {
+		if a.State == store.ActionSucceeded {
+			off.Add(1)
+		} else {
+			failed.Add(1)
+		}
+	}
+	for gi, g := range groups {
+		if e.stopping() {
+			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", off.Load(), total), errCancelled
+		}
+		label := groupLabel(g)
+		e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
+		e.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
+		var wg sync.WaitGroup
+		for _, h := range g {
+			if _, ok := finished[h.Name]; ok {
+				continue
+			}
+			wg.Add(1)
+			go func(h config.Host) {
+				defer wg.Done()
+				if e.powerOffHost(step, h) {
+					off.Add(1)
+				} else {
+					failed.Add(1)
+				}
+				e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
+			}(h)
+		}
+		wg.Wait()
+	}
+	detail := fmt.Sprintf("%d/%d hosts off", off.Load(), total)
+	if n := failed.Load(); n > 0 {
+		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
+	}
+	return store.StepSucceeded, detail, nil
+}
+
+func groupLabel(g []config.Host) string {
+	roles := map[string]bool{}
+	var names []string
+	for _, h := range g {
+		if !roles[h.Role] {
+			roles[h.Role] = true
+			names = append(names, h.Role)
+		}
+	}
+	return strings.Join(names, "+")
+}
+
+// powerOffHost runs the per-host sequence of the spec: power-off over SSH,
+// confirm Off through the BMC, escalate to BMC soft off and then hard off.
+// Every external call is recorded before and after. It reports whether the
+// host is (or, without a BMC, was told to be) off.
+func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
+	t := e.r.cfg.Timeouts
+	hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
+	ha, err := e.r.store.BeginAction(e.db(), hostKey, "")
+	if err != nil {
+		e.fail("host %s: record action: %v", h.Name, err)
+		return false
+	}
+	finish := func(ok bool, detail, msg string) bool {
+		if ok {
+			e.finishAction(ha.ID, store.ActionSucceeded, detail, "")
+			e.event("info", fmt.Sprintf("host %s off", h.Name), detail)
+			return true
+		}
+		e.fail("host %s: %s", h.Name, msg)
+		e.finishAction(ha.ID, store.ActionFailed, detail, msg)
+		e.event("error", fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+		return false
+	}
+	start := time.Now()
+
+	var ctl PowerController
+	var bmcErr error
+	if h.BMC != nil {
+		ctl, bmcErr = e.r.deps.OpenBMC(e.ctx, h)
+		if bmcErr == nil {
+			defer ctl.Close(context.WithoutCancel(e.ctx))
+			// After a restart the host may already be off: never send a
+			// second power-off to a host confirmed Off.
+			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.PowerOff {
+				return finish(true, "already Off (BMC)", "")
+			}
+		} else {
+			e.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+		}
+	}
+
+	sent := e.sshPowerOff(step, h)
+	if h.BMC == nil {
+		if sent {
+			return finish(true, "power-off sent over SSH; no BMC to confirm", "")
+		}
+		return finish(false, "", "SSH power-off failed and no BMC configured")
+	}
+	if bmcErr != nil {
+		// Retry opening once: the BMC may have been busy.
+		ctl, bmcErr = e.r.deps.OpenBMC(e.ctx, h)
+		if bmcErr != nil {
+			if sent {
+				return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
+			}
+			return finish(false, "", "SSH and BMC both failed: "+bmcErr.Error())
+		}
+		defer ctl.Close(context.WithoutCancel(e.ctx))
+	}
+
+	if sent {
+		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff) {
+			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
+		}
+		e.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+	}
+	if e.ctx.Err() != nil {
+		return finish(false, "", "interrupted")
+	}
+	if e.bmcPower(step, h, ctl, "bmc-soft-off", ctl.SoftOff) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff) {
+		return finish(true, fmt.Sprintf("off via BMC soft off after %s", since(start)), "")
+	}
+	if e.ctx.Err() != nil {
+		return finish(false, "", "interrupted")
+	}
+	e.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
+	if e.bmcPower(step, h, ctl, "bmc-hard-off", ctl.HardOff) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff) {
+		return finish(true, fmt.Sprintf("off via BMC hard off after %s", since(start)), "")
+	}
+	return finish(false, "", "still on after BMC hard off")
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
+
+// sshPowerOff sends the power-off command. It reports whether the command
+// was sent; a dropped connection counts as sent (the host went down).
+func (e *exec) sshPowerOff(step store.Step, h config.Host) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+	a, err := e.r.store.BeginAction(e.db(), key, h.SSH.PoweroffCommand)
+	if err != nil {
+		e.log.Error("record action", "err", err)
+		return false
+	}
+	conn, err := e.r.deps.DialHost(e.ctx, h)
+	if err != nil {
+		e.finishAction(a.ID, store.ActionFailed, "", "ssh: "+err.Error())
+		e.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), err.Error())
+		return false
+	}
+	defer conn.Close()
+	if err := conn.PowerOff(e.ctx, h.SSH.PoweroffCommand); err != nil {
+		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+		e.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
+		return false
+	}
+	e.finishAction(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
+	return true
+}
+
+func (e *exec) bmcPower(step store.Step, h config.Host, ctl PowerController, op string, f func(context.Context) error) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+	a, err := e.r.store.BeginAction(e.db(), key, fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address))
+	if err != nil {
+		e.log.Error("record action", "err", err)
+		return false
+	}
+	if err := f(e.ctx); err != nil {
+		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+		return false
+	}
+	e.finishAction(a.ID, store.ActionSucceeded, "accepted", "")
+	return true
+}
+
+// confirmOff polls the BMC until the power state reads Off or the timeout
+// passes.
+func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op string, timeout time.Duration) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+	a, err := e.r.store.BeginAction(e.db(), key, fmt.Sprintf("waiting up to %s for Off", timeout))
+	if err != nil {
+		e.log.Error("record action", "err", err)
+		return false
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	interval := e.r.cfg.Timeouts.BMCPollInterval
+	var last bmc.PowerState
+	var lastErr error
+	for {
+		ps, err := ctl.PowerState(e.ctx)
+		last, lastErr = ps, err
+		if err == nil && ps == bmc.PowerOff {
+			e.finishAction(a.ID, store.ActionSucceeded, fmt.Sprintf("Off after %s", since(start)), "")
+			return true
+		}
+		if time.Now().After(deadline) || e.ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-e.ctx.Done():
+		case <-time.After(min(interval, time.Until(deadline)+time.Millisecond)):
+		}
+	}
+	msg := fmt.Sprintf("power state %s after %s", last, timeout)
+	if lastErr != nil {
+		msg = fmt.Sprintf("power state unreadable after %s: %v", timeout, lastErr)
+	}
+	e.finishAction(a.ID, store.ActionFailed, "", msg)
+	return false
+}
+
+// hostsCheck logs in to every host and every BMC, changing nothing: an SSH
+// login with host-key verification and a harmless command (and sudo -n true
+// when the power-off command uses sudo), a BMC session and a power-state
+// read that must say On. All hosts are checked; every failure is reported.
+func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
+	hosts := e.r.cfg.Hosts
+	var checked, failed atomic.Int64
+	total := len(hosts)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(h config.Host) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if !e.checkHost(step, h) {
+				failed.Add(1)
+			}
+			checked.Add(1)
+			e.progress("Checking hosts (%d/%d checked, %d failed)", checked.Load(), total, failed.Load())
+		}(h)
+	}
+	wg.Wait()
+	detail := fmt.Sprintf("%d/%d hosts passed", int64(total)-failed.Load(), total)
+	if failed.Load() > 0 {
+		return store.StepFailed, detail, fmt.Errorf("%d hosts failed checks", failed.Load())
+	}
+	return store.StepSucceeded, detail, nil
+}
+
+func (e *exec) checkHost(step store.Step, h config.Host) bool {
+	ok := true
+	check := func(kind, op, detail string, f func() (string, error)) {
+		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: kind, Target: h.Name, Operation: op}
+		a, err := e.r.store.BeginAction(e.db(), key, detail)
+		if err != nil {
+			e.log.Error("record action", "err", err)
+			ok = false
+			return
+		}
+		out, err := f()
+		if err != nil {
+			ok = false
+			e.fail("%s %s %s: %v", kind, h.Name, op, err)
+			e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+			return
+		}
+		e.finishAction(a.ID, store.ActionSucceeded, out, "")
+	}
+	check("host", "check-ssh", h.Address, func() (string, error) {
+		conn, err := e.r.deps.DialHost(e.ctx, h)
+		if err != nil {
+			return "", fmt.Errorf("ssh: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.Run(e.ctx, "true"); err != nil {
+			return "", fmt.Errorf("ssh command: %w", err)
+		}
+		if usesSudo(h.SSH.PoweroffCommand) {
+			if _, err := conn.Run(e.ctx, "sudo -n true"); err != nil {
+				return "", fmt.Errorf("sudo -n true (power-off command uses sudo): %w", err)
+			}
+			return "login, command and sudo ok", nil
+		}
+		return "login and command ok", nil
+	})
+	if h.BMC == nil {
+		return ok
+	}
+	check("bmc", "check-bmc", fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address), func() (string, error) {
+		ctl, err := e.r.deps.OpenBMC(e.ctx, h)
+		if err != nil {
+			return "", err
+		}
+		defer ctl.Close(context.WithoutCancel(e.ctx))
+		ps, err := ctl.PowerState(e.ctx)
+		if err != nil {
+			return "", fmt.Errorf("read power state: %w", err)
+		}
+		if ps != bmc.PowerOn {
+			return "", fmt.Errorf("power state is %s, expected On", ps)
+		}
+		return "session ok, power On", nil
+	})
+	return ok
+}
+
+func usesSudo(cmd string) bool {
+	f := strings.Fields(cmd)
+	return len(f) > 0 && f[0] == "sudo"
+}
+
+// prepareSelf records the self hosts' power-off before the job's final
+// state is written, so the record exists even though the machine running
+// us goes down right after.
+func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
+	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	if err != nil || len(steps) == 0 {
+		e.log.Error("read steps for self power-off", "err", err)
+		return nil
+	}
+	step := steps[len(steps)-1]
+	var out []store.Action
+	for _, h := range hosts {
+		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
+		a, err := e.r.store.RecordAction(e.db(), key, store.ActionPending, "this machine: powered off after the job's final state is written", "")
+		if err != nil {
+			e.log.Error("record self action", "err", err)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// powerOffSelf powers off the machine running shutdownd, last.
+func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
+	for i, h := range hosts {
+		if i >= len(actions) {
+			break
+		}
+		e.log.Warn("powering off this machine", "host", h.Name)
+		conn, err := e.r.deps.DialHost(e.ctx, h)
+		if err == nil {
+			err = conn.PowerOff(e.ctx, h.SSH.PoweroffCommand)
+			conn.Close()
+		}
+		if err != nil {
+			e.finishAction(actions[i].ID, store.ActionFailed, "", err.Error())
+			continue
+		}
+		e.finishAction(actions[i].ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
+	}
+}
+
+var _ = errors.New

@@ -1,0 +1,356 @@
+// Package runner is the job engine: it claims the active job from the store,
+// advances it step by step (OpenStack VMs, storage, hosts), records every
+// target action before and after it happens, and resumes an interrupted
+// shutdown after a restart.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/store"
+)
+
+// Step names, in the order they run. They are stored in steps.name and
+// shown in the status API, so they never change.
+const (
+	StepOpenStack = "openstack"
+	StepStorage   = "storage"
+	StepHosts     = "hosts"
+)
+
+// Runner runs one job at a time. The store is the only source of truth: the
+// runner holds no job state across restarts that is not in the database.
+type Runner struct {
+	cfg   *config.Config
+	store *store.Store
+	log   *slog.Logger
+	deps  Deps
+
+	kick chan struct{}
+
+	// idle is closed and replaced every time the runner finds no active job;
+	// tests wait on it instead of sleeping.
+	mu   sync.Mutex
+	idle chan struct{}
+}
+
+// Options tune a Runner.
+type Options struct {
+	Logger *slog.Logger
+	Deps   Deps
+}
+
+// New returns a runner for cfg over st. Call Run to start it.
+func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	opts.Deps.fill()
+	return &Runner{cfg: cfg, store: st, log: log, deps: opts.Deps, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+}
+
+// Kick wakes the runner at once: a job was created, cancelled or preempted.
+// It never blocks.
+func (r *Runner) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Idle returns a channel closed the next time the runner finds no active job.
+func (r *Runner) Idle() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.idle
+}
+
+func (r *Runner) signalIdle() {
+	r.mu.Lock()
+	close(r.idle)
+	r.idle = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Run executes jobs until ctx is cancelled. At start it settles what a
+// previous process left behind: an interrupted simulation is failed (it
+// proves nothing once interrupted), an interrupted shutdown resumes.
+func (r *Runner) Run(ctx context.Context) error {
+	n, err := r.store.FailInterruptedSimulations(ctx)
+	if err != nil {
+		return fmt.Errorf("settle interrupted jobs: %w", err)
+	}
+	if n > 0 {
+		r.log.Warn("failed simulations interrupted by restart", "count", n)
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		job, err := r.store.ActiveJob(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.log.Error("read active job", "err", err)
+		}
+		if job != nil {
+			r.execute(ctx, *job)
+			continue
+		}
+		r.signalIdle()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.kick:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// exec is the state of one job execution.
+type exec struct {
+	r   *Runner
+	job store.Job
+	log *slog.Logger
+	// ctx is cancelled when the job is preempted or the service stops;
+	// cancel requests only set cancelled, checked at safe points, so an
+	// action in flight finishes and is recorded.
+	ctx       context.Context
+	cancelled atomic.Bool
+	resumed   bool
+
+	mu       sync.Mutex
+	failures []string
+}
+
+func (e *exec) fail(format string, args ...any) {
+	e.mu.Lock()
+	e.failures = append(e.failures, fmt.Sprintf(format, args...))
+	e.mu.Unlock()
+}
+
+// safePoint reports whether the job should stop before its next action.
+func (e *exec) stopping() bool { return e.cancelled.Load() || e.ctx.Err() != nil }
+
+// db returns a context for store writes that outlives cancellation, so the
+// record of an action that happened is never lost to a cancelled context.
+func (e *exec) db() context.Context { return context.WithoutCancel(e.ctx) }
+
+func (e *exec) event(level, msg string, detail ...any) {
+	d := ""
+	if len(detail) > 0 {
+		d = fmt.Sprint(detail...)
+	}
+	if err := e.r.store.AddEvent(e.db(), e.job.ID, level, msg, d); err != nil {
+		e.log.Error("add event", "err", err)
+	}
+}
+
+func (e *exec) progress(format string, args ...any) {
+	if err := e.r.store.SetCurrentStep(e.db(), e.job.ID, fmt.Sprintf(format, args...)); err != nil {
+		e.log.Error("set current step", "err", err)
+	}
+}
+
+func (r *Runner) execute(parent context.Context, job store.Job) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	e := &exec{r: r, job: job, ctx: ctx, log: r.log.With("job_id", job.ID, "kind", job.Kind), resumed: job.State == store.StateRunning}
+	if job.CancelRequested {
+		e.cancelled.Store(true)
+	}
+	if err := r.store.StartJob(e.db(), job.ID); err != nil {
+		e.log.Error("start job", "err", err)
+		return
+	}
+	if e.resumed {
+		e.event("warn", "job resumed after restart")
+	} else {
+		e.event("info", fmt.Sprintf("%s started", job.Kind))
+	}
+	e.log.Info("job started", "resumed", e.resumed)
+
+	watchDone := make(chan struct{})
+	go r.watch(e, cancel, watchDone)
+	defer close(watchDone)
+
+	steps := []struct {
+		name  string
+		title string
+		run   func(*exec, store.Step) (store.StepState, string, error)
+	}{
+		{StepOpenStack, "OpenStack VMs", (*exec).openstackStep},
+		{StepStorage, "storage", (*exec).storageStep},
+		{StepHosts, "hosts", (*exec).hostsStep},
+	}
+	for i, s := range steps {
+		if e.stopping() {
+			break
+		}
+		st, err := r.store.EnsureStep(e.db(), job.ID, i+1, s.name)
+		if err != nil {
+			e.fail("step %s: %v", s.name, err)
+			e.log.Error("ensure step", "step", s.name, "err", err)
+			break
+		}
+		if stepFinal(st.State) {
+			continue // done before a restart
+		}
+		if err := r.store.StartStep(e.db(), st.ID); err != nil {
+			e.log.Error("start step", "step", s.name, "err", err)
+		}
+		state, detail, err := s.run(e, st)
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if e.ctx.Err() != nil && state != store.StepSucceeded && state != store.StepSkipped {
+			if parent.Err() != nil {
+				// The service is stopping: leave the step running so a
+				// shutdown resumes it after restart.
+				e.log.Warn("service stopping; job left to resume", "step", s.name)
+				return
+			}
+			state = store.StepCancelled
+		}
+		if err := r.store.FinishStep(e.db(), st.ID, state, detail, msg); err != nil {
+			e.log.Error("finish step", "step", s.name, "err", err)
+		}
+		e.event(levelFor(state), fmt.Sprintf("step %s %s", s.name, state), detail)
+	}
+	if parent.Err() != nil {
+		return // service stopping; resume (shutdown) or fail (simulation) at next start
+	}
+	r.finish(e)
+}
+
+// finish writes the job's final state, then powers off self hosts, which
+// must come last: after this, nothing of ours may still need the machine.
+func (r *Runner) finish(e *exec) {
+	state, msg := store.StateSucceeded, ""
+	e.mu.Lock()
+	failures := append([]string(nil), e.failures...)
+	e.mu.Unlock()
+	switch {
+	case e.ctx.Err() != nil:
+		// Preempted: the store already holds the final state.
+		state, msg = store.StateCancelled, "preempted"
+	case e.cancelled.Load():
+		state, msg = store.StateCancelled, "cancelled by request"
+		if len(failures) > 0 {
+			msg += "; " + summarize(failures)
+		}
+	case len(failures) > 0:
+		state, msg = store.StateFailed, summarize(failures)
+	}
+	selfHosts := r.cfg.SelfHosts()
+	var selfActions []store.Action
+	if e.job.Kind == store.KindShutdown && state != store.StateCancelled && len(selfHosts) > 0 {
+		selfActions = e.prepareSelf(selfHosts)
+	}
+	if err := r.store.SetCurrentStep(e.db(), e.job.ID, ""); err != nil {
+		e.log.Error("clear current step", "err", err)
+	}
+	ok, err := r.store.FinishJob(e.db(), e.job.ID, state, msg)
+	if err != nil {
+		e.log.Error("finish job", "err", err)
+		return
+	}
+	if !ok {
+		e.log.Info("job was already final (cancelled or preempted)")
+		return
+	}
+	e.event(levelForJob(state), fmt.Sprintf("%s %s", e.job.Kind, state), msg)
+	e.log.Info("job finished", "state", state, "error", msg)
+	if len(selfActions) > 0 {
+		e.powerOffSelf(selfHosts, selfActions)
+	}
+}
+
+// watch cancels the job's context when the job is no longer active in the
+// store (preempted), and turns a cancel request into the cancelled flag.
+func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{}) {
+	ch, unsub := r.store.Subscribe()
+	defer unsub()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ch:
+		case <-r.kick:
+			// A kick during a job can only mean cancel or preemption; the
+			// main loop re-reads the store after the job anyway.
+		case <-t.C:
+		}
+		j, err := r.store.Job(context.WithoutCancel(e.ctx), e.job.ID)
+		if err != nil {
+			continue
+		}
+		if j.State.Final() {
+			e.log.Warn("job ended from outside; stopping", "state", j.State, "error", j.Error)
+			cancel()
+			return
+		}
+		if j.CancelRequested && !e.cancelled.Load() {
+			e.cancelled.Store(true)
+			e.event("warn", "cancel requested; stopping at the next safe point")
+		}
+	}
+}
+
+func stepFinal(s store.StepState) bool {
+	switch s {
+	case store.StepSucceeded, store.StepFailed, store.StepSkipped, store.StepCancelled:
+		return true
+	}
+	return false
+}
+
+func levelFor(s store.StepState) string {
+	switch s {
+	case store.StepFailed:
+		return "error"
+	case store.StepCancelled:
+		return "warn"
+	}
+	return "info"
+}
+
+func levelForJob(s store.State) string {
+	switch s {
+	case store.StateFailed:
+		return "error"
+	case store.StateCancelled:
+		return "warn"
+	}
+	return "info"
+}
+
+// summarize joins failures into the job's error text; long lists are cut so
+// the status API stays readable, the full list is in the actions.
+func summarize(failures []string) string {
+	const max = 10
+	head := failures
+	if len(head) > max {
+		head = head[:max]
+	}
+	s := fmt.Sprintf("%d failed: %s", len(failures), strings.Join(head, "; "))
+	if len(failures) > max {
+		s += fmt.Sprintf("; and %d more (see the job's actions)", len(failures)-max)
+	}
+	return s
+}
+
+var errCancelled = errors.New("cancelled")
