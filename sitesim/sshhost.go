@@ -90,9 +90,9 @@ type SSHHost struct {
 	wg sync.WaitGroup
 }
 
-// handshakeTimeout bounds a client that connects and says nothing, so
+// sshHandshakeTimeout bounds a client that connects and says nothing, so
 // Close never waits on it for long.
-const handshakeTimeout = 10 * time.Second
+const sshHandshakeTimeout = 10 * time.Second
 
 // NewSSHHost starts the server on 127.0.0.1 with a port chosen by the
 // kernel. If the Machine is Off, the port is reserved but closed.
@@ -269,7 +269,7 @@ func (h *SSHHost) serveConn(c net.Conn) {
 		h.mu.Unlock()
 		c.Close()
 	}()
-	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	c.SetDeadline(time.Now().Add(sshHandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(c, h.config)
 	if err != nil {
 		return
@@ -352,15 +352,15 @@ func (h *SSHHost) exec(c net.Conn, user string, ch ssh.Channel, line string, don
 	ch.Close()
 }
 
-type reply struct {
+type sshReply struct {
 	stdout, stderr string
 	exit           int
 	powerOff       bool
 }
 
-// powerOffCommands are the command lines (after sudo and the directory of
+// sshPowerOffCommands are the command lines (after sudo and the directory of
 // the program are stripped) that shut a host down.
-var powerOffCommands = map[string]bool{
+var sshPowerOffCommands = map[string]bool{
 	"systemctl poweroff": true,
 	"poweroff":           true,
 	"shutdown -h now":    true,
@@ -368,8 +368,8 @@ var powerOffCommands = map[string]bool{
 	"halt -p":            true,
 }
 
-// cephFlags are the OSD flags `ceph osd set` accepts.
-var cephFlags = map[string]bool{
+// sshCephFlags are the OSD flags `ceph osd set` accepts.
+var sshCephFlags = map[string]bool{
 	"noout": true, "noin": true, "noup": true, "nodown": true,
 	"norecover": true, "norebalance": true, "nobackfill": true,
 	"noscrub": true, "nodeep-scrub": true, "pause": true,
@@ -379,10 +379,10 @@ var cephFlags = map[string]bool{
 // emulate answers a command line. Shell syntax (pipes, &&, quotes) is not
 // interpreted: such a line is a command not found, which is what a test
 // wants to see if shutdownd ever sends one.
-func (h *SSHHost) emulate(line string) reply {
+func (h *SSHHost) emulate(line string) sshReply {
 	if h.opts.Handler != nil {
 		if out, code, ok := h.opts.Handler(line); ok {
-			return reply{stdout: out, exit: code}
+			return sshReply{stdout: out, exit: code}
 		}
 	}
 	f := strings.Fields(line)
@@ -395,8 +395,8 @@ func (h *SSHHost) emulate(line string) reply {
 			f = f[1:]
 		}
 	}
-	cmd := joinCmd(f)
-	if powerOffCommands[cmd] {
+	cmd := sshJoinCmd(f)
+	if sshPowerOffCommands[cmd] {
 		h.mu.Lock()
 		h.powerCmds++
 		h.mu.Unlock()
@@ -406,40 +406,40 @@ func (h *SSHHost) emulate(line string) reply {
 		if !nonInteractive {
 			msg = "sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\n" + msg
 		}
-		return reply{stderr: msg, exit: 1}
+		return sshReply{stderr: msg, exit: 1}
 	}
 	if len(f) == 0 {
-		return reply{}
+		return sshReply{}
 	}
 	switch {
-	case powerOffCommands[cmd]:
-		return reply{powerOff: true}
+	case sshPowerOffCommands[cmd]:
+		return sshReply{powerOff: true}
 	case cmd == "true":
-		return reply{}
+		return sshReply{}
 	case cmd == "hostname":
-		return reply{stdout: h.opts.Name + "\n"}
-	case f[0] == "ceph":
+		return sshReply{stdout: h.opts.Name + "\n"}
+	case path.Base(f[0]) == "ceph":
 		return h.ceph(f[1:])
 	case cmd == "systemctl stop ceph.target":
 		h.mu.Lock()
 		h.cephStopped = true
 		h.mu.Unlock()
-		return reply{}
+		return sshReply{}
 	case cmd == "systemctl start ceph.target":
 		h.mu.Lock()
 		h.cephStopped = false
 		h.mu.Unlock()
-		return reply{}
+		return sshReply{}
 	case cmd == "systemctl is-active ceph.target":
 		if h.CephStopped() {
-			return reply{stdout: "inactive\n", exit: 3}
+			return sshReply{stdout: "inactive\n", exit: 3}
 		}
-		return reply{stdout: "active\n"}
+		return sshReply{stdout: "active\n"}
 	}
-	return notFound(f[0])
+	return sshNotFound(f[0])
 }
 
-func joinCmd(f []string) string {
+func sshJoinCmd(f []string) string {
 	if len(f) == 0 {
 		return ""
 	}
@@ -448,36 +448,36 @@ func joinCmd(f []string) string {
 	return strings.Join(g, " ")
 }
 
-func notFound(prog string) reply {
-	return reply{stderr: "bash: line 1: " + prog + ": command not found\n", exit: 127}
+func sshNotFound(prog string) sshReply {
+	return sshReply{stderr: "bash: line 1: " + prog + ": command not found\n", exit: 127}
 }
 
-func (h *SSHHost) ceph(args []string) reply {
+func (h *SSHHost) ceph(args []string) sshReply {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
 	case len(args) == 1 && args[0] == "health":
-		return reply{stdout: h.cephHealthLocked() + "\n"}
+		return sshReply{stdout: h.cephHealthLocked() + "\n"}
 	case len(args) == 1 && (args[0] == "-s" || args[0] == "status"):
-		return reply{stdout: h.cephStatusLocked()}
+		return sshReply{stdout: h.cephStatusLocked()}
 	case len(args) == 3 && args[0] == "osd" && (args[1] == "set" || args[1] == "unset"):
 		flag := args[2]
-		if !cephFlags[flag] {
-			return reply{stderr: "Invalid command: " + flag + " not in full|pause|noup|nodown|noout|noin|nobackfill|norebalance|norecover|noscrub|nodeep-scrub|notieragent|nosnaptrim\nError EINVAL: invalid command\n", exit: 22}
+		if !sshCephFlags[flag] {
+			return sshReply{stderr: "Invalid command: " + flag + " not in full|pause|noup|nodown|noout|noin|nobackfill|norebalance|norecover|noscrub|nodeep-scrub|notieragent|nosnaptrim\nError EINVAL: invalid command\n", exit: 22}
 		}
 		i := slices.Index(h.flags, flag)
 		if args[1] == "set" {
 			if i < 0 {
 				h.flags = append(h.flags, flag)
 			}
-			return reply{stdout: flag + " is set\n"}
+			return sshReply{stdout: flag + " is set\n"}
 		}
 		if i >= 0 {
 			h.flags = slices.Delete(h.flags, i, i+1)
 		}
-		return reply{stdout: flag + " is unset\n"}
+		return sshReply{stdout: flag + " is unset\n"}
 	}
-	return reply{stderr: "Invalid command: unknown command\nError EINVAL: invalid command\n", exit: 22}
+	return sshReply{stderr: "Invalid command: unknown command\nError EINVAL: invalid command\n", exit: 22}
 }
 
 func (h *SSHHost) cephHealthLocked() string {

@@ -108,10 +108,10 @@ func Dial(ctx context.Context, t Target) (*Conn, error) {
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback:   hostKeys,
 		HostKeyAlgorithms: hostKeyAlgorithms(hostKeys, addr, nc.RemoteAddr()),
-		Timeout:           t.ConnectTimeout,
 	}
-	// ClientConfig.Timeout covers only a connect we no longer leave to
-	// ssh.Dial: bound the handshake ourselves, and let ctx cut it short.
+	// ClientConfig.Timeout would cover only the TCP connect, which we did
+	// ourselves: bound the handshake with a deadline, and let ctx cut it
+	// short.
 	deadline := time.Now().Add(t.ConnectTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
