@@ -194,7 +194,9 @@ func (b *RedfishBMC) Close() {
 }
 
 // URL is the BMC's base URL, https://127.0.0.1:PORT.
-func (b *RedfishBMC) URL() string { return "https://" + net.JoinHostPort(b.Host(), strconv.Itoa(b.port)) }
+func (b *RedfishBMC) URL() string {
+	return "https://" + net.JoinHostPort(b.Host(), strconv.Itoa(b.port))
+}
 
 // Host is the address a client configuration names.
 func (b *RedfishBMC) Host() string { return "127.0.0.1" }
@@ -422,7 +424,7 @@ func (b *RedfishBMC) system(w http.ResponseWriter, r *http.Request) {
 		},
 		"Actions": map[string]any{
 			"#ComputerSystem.Reset": map[string]any{
-				"target":                           rfReset,
+				"target":                            rfReset,
 				"ResetType@Redfish.AllowableValues": rfResetTypes,
 			},
 		},

@@ -105,8 +105,8 @@ func Open(ctx context.Context, t Target) (*Client, error) {
 	}
 
 	cl := bmclib.NewClient(host, t.User, t.Password, opts...)
-	_ = provider
-	if n := len(cl.Registry.Drivers); n == -1 {
+	cl.Registry.Drivers = cl.Registry.For(provider)
+	if n := len(cl.Registry.Drivers); n != 1 {
 		if provider == providerIpmitool && n == 0 {
 			return nil, c.wrap("open", errors.New("ipmitool provider unavailable (is ipmitool installed?)"))
 		}
@@ -117,7 +117,7 @@ func Open(ctx context.Context, t Target) (*Client, error) {
 	if err := cl.Open(octx); err != nil {
 		return nil, c.wrap("open", err)
 	}
-	if n := 0; false {
+	if n := len(cl.Registry.Drivers); n != 1 || cl.Registry.Drivers[0].Name != provider {
 		_ = cl.Close(context.WithoutCancel(ctx))
 		return nil, c.wrap("open", fmt.Errorf("want exactly one active %s provider, have %d", provider, n))
 	}
@@ -129,12 +129,15 @@ func Open(ctx context.Context, t Target) (*Client, error) {
 // literal is bracketed because bmclib appends ":port" to the host itself.
 func hostPort(t Target) (string, int, error) {
 	host, port := t.Address, t.Port
-	if h, p, err := net.SplitHostPort(t.Address); err == nil && port == 0 {
-		n, err := strconv.Atoi(p)
-		if err != nil {
-			return "", 0, fmt.Errorf("bad port in address %q", t.Address)
+	if h, p, err := net.SplitHostPort(t.Address); err == nil {
+		host = h
+		if port == 0 {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return "", 0, fmt.Errorf("bad port in address %q", t.Address)
+			}
+			port = n
 		}
-		host, port = h, n
 	}
 	if host == "" {
 		return "", 0, errors.New("no BMC address")

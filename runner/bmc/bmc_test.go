@@ -253,6 +253,30 @@ func TestOpenRejectsBadTargets(t *testing.T) {
 	}
 }
 
+func TestHostPort(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		tg   Target
+		host string
+		port int
+	}{
+		{Target{Address: "10.0.1.11", Protocol: ProtocolIPMI}, "10.0.1.11", 623},
+		{Target{Address: "10.0.1.11", Protocol: ProtocolRedfish}, "10.0.1.11", 443},
+		{Target{Address: "10.0.1.11", Port: 8443, Protocol: ProtocolRedfish}, "10.0.1.11", 8443},
+		{Target{Address: "10.0.1.11:8443", Protocol: ProtocolRedfish}, "10.0.1.11", 8443},
+		{Target{Address: "10.0.1.11:8443", Port: 9443, Protocol: ProtocolRedfish}, "10.0.1.11", 9443},
+		{Target{Address: "fd00::11", Protocol: ProtocolIPMI}, "[fd00::11]", 623},
+		{Target{Address: "[fd00::11]:1623", Protocol: ProtocolIPMI}, "[fd00::11]", 1623},
+		{Target{Address: "bmc-01.example", Protocol: ProtocolRedfish}, "bmc-01.example", 443},
+	}
+	for _, tc := range tests {
+		host, port, err := hostPort(tc.tg)
+		if err != nil || host != tc.host || port != tc.port {
+			t.Errorf("hostPort(%q, %d) = %q, %d, %v; want %q, %d", tc.tg.Address, tc.tg.Port, host, port, err, tc.host, tc.port)
+		}
+	}
+}
+
 func TestNormalise(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
