@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/edgeops/shutdownd/store"
 )
 
 // handleEvents answers GET /jobs/{id}/events with Server-Sent Events:

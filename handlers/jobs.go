@@ -217,6 +217,12 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, fmt.Errorf("cancel job %d: %w", id, err))
 		return
 	}
+	// The store records that a cancel was asked for; the event below records
+	// who asked, for the post-incident audit.
+	if err := s.store.AddEvent(r.Context(), id, "info", "cancel requested via API",
+		fmt.Sprintf("token %q from %s", c.Token.Name, c.RemoteAddr)); err != nil {
+		s.logger.LogAttrs(r.Context(), slog.LevelWarn, "record cancel requester", slog.Int64("job", id), slog.Any("err", err))
+	}
 	s.logger.LogAttrs(r.Context(), slog.LevelWarn, "cancel requested",
 		slog.Int64("job", job.ID), slog.String("kind", string(job.Kind)),
 		slog.String("token", c.Token.Name), slog.String("remote", c.RemoteAddr))
