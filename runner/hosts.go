@@ -125,7 +125,7 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 			defer ctl.Close(context.WithoutCancel(e.ctx))
 			// After a restart the host may already be off: never send a
 			// second power-off to a host confirmed Off.
-			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.PowerOff {
+			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
 				return finish(true, "already Off (BMC)", "")
 			}
 		} else {
@@ -233,7 +233,7 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 	for {
 		ps, err := ctl.PowerState(e.ctx)
 		last, lastErr = ps, err
-		if err == nil && ps == bmc.PowerOff {
+		if err == nil && ps == bmc.Off {
 			e.finishAction(a.ID, store.ActionSucceeded, fmt.Sprintf("Off after %s", since(start)), "")
 			return true
 		}
@@ -333,7 +333,7 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 		if err != nil {
 			return "", fmt.Errorf("read power state: %w", err)
 		}
-		if ps != bmc.PowerOn {
+		if ps != bmc.On {
 			return "", fmt.Errorf("power state is %s, expected On", ps)
 		}
 		return "session ok, power On", nil

@@ -173,10 +173,9 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		e.log.Error("start job", "err", err)
 		return
 	}
+	// The store records "job started" and every state change itself.
 	if e.resumed {
 		e.event("warn", "job resumed after restart")
-	} else {
-		e.event("info", fmt.Sprintf("%s started", job.Kind))
 	}
 	e.log.Info("job started", "resumed", e.resumed)
 
@@ -270,7 +269,6 @@ func (r *Runner) finish(e *exec) {
 		e.log.Info("job was already final (cancelled or preempted)")
 		return
 	}
-	e.event(levelForJob(state), fmt.Sprintf("%s %s", e.job.Kind, state), msg)
 	e.log.Info("job finished", "state", state, "error", msg)
 	if len(selfActions) > 0 {
 		e.powerOffSelf(selfHosts, selfActions)
@@ -323,16 +321,6 @@ func levelFor(s store.StepState) string {
 	case store.StepFailed:
 		return "error"
 	case store.StepCancelled:
-		return "warn"
-	}
-	return "info"
-}
-
-func levelForJob(s store.State) string {
-	switch s {
-	case store.StateFailed:
-		return "error"
-	case store.StateCancelled:
 		return "warn"
 	}
 	return "info"

@@ -226,3 +226,13 @@ func affected(res sql.Result) error {
 	}
 	return nil
 }
+
+// notFoundIfFK turns a foreign key violation (a job or step that does not
+// exist, or a step of another job) into ErrNotFound.
+func notFoundIfFK(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	return err
+}

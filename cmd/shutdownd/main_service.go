@@ -29,10 +29,11 @@ type Main struct {
 	Store  *store.Store
 	Runner *runner.Runner
 
-	ln     net.Listener
-	srv    *http.Server
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ln         net.Listener
+	srv        *http.Server
+	cancel     context.CancelFunc
+	cancelBase context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // Run opens the store (running migrations), starts the runner and starts
@@ -55,8 +56,13 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", m.Config.Listen, err)
 	}
 	api := handlers.New(handlers.Options{Store: st, Runner: m.Runner, Logger: m.Logger})
+	// Requests (event streams above all) get a context that Close cancels:
+	// http.Server.Shutdown does not end streams by itself.
+	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancelBase = cancelBase
 	m.srv = &http.Server{
 		Handler:           api,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -114,6 +120,7 @@ func (m *Main) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	m.cancelBase()
 	err := m.srv.Shutdown(ctx)
 	m.cancel()
 	m.wg.Wait()

@@ -68,7 +68,9 @@ type Options struct {
 	// shows a flaky API. op is "auth", "list-servers" or "os-stop"; attempt
 	// is the number of the attempt that failed, starting at 1.
 	OnRetry func(op string, attempt int, err error, wait time.Duration)
-	Logger  *slog.Logger
+	// Logger receives retry warnings and the authenticated endpoint; nil
+	// discards.
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {

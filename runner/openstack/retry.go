@@ -37,7 +37,7 @@ func (c *Client) retry(ctx context.Context, op string, f func(context.Context) e
 			if attempt == 1 {
 				return err
 			}
-			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+			return fmt.Errorf("giving up after %d attempts: %w", attempt, describe(err))
 		}
 		wait := c.backoff(attempt, err)
 		c.log.Warn("openstack call failed, will retry", "op", op, "attempt", attempt, "wait", wait, "err", describe(err))

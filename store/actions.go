@@ -1,0 +1,233 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// ActionState is where a target action is; the schema allows only these.
+type ActionState string
+
+// Action states. Succeeded, failed and skipped are final.
+const (
+	ActionPending   ActionState = "pending"
+	ActionRunning   ActionState = "running"
+	ActionSucceeded ActionState = "succeeded"
+	ActionFailed    ActionState = "failed"
+	ActionSkipped   ActionState = "skipped"
+)
+
+// Final reports whether an action in state s has ended.
+func (s ActionState) Final() bool {
+	return s == ActionSucceeded || s == ActionFailed || s == ActionSkipped
+}
+
+// ActionKey names one operation on one target within a step; the same key
+// always finds the same row, which makes a resumed step idempotent.
+// TargetKind is one of "vm", "storage", "host", "bmc", "openstack".
+type ActionKey struct {
+	JobID      int64
+	StepID     int64
+	TargetKind string
+	Target     string
+	TargetID   string
+	Operation  string
+}
+
+// Action is one operation on one target (a VM stop, a storage command, a
+// host power-off, a BMC power-state read) with its outcome.
+type Action struct {
+	ID         int64
+	JobID      int64
+	StepID     int64
+	TargetKind string
+	Target     string
+	TargetID   string
+	Operation  string
+	State      ActionState
+	Attempts   int
+	Detail     string
+	Error      string
+	StartedAt  *time.Time
+	FinishedAt *time.Time
+	UpdatedAt  time.Time
+}
+
+// ActionResult is the outcome of one action for FinishActions.
+type ActionResult struct {
+	ID     int64
+	State  ActionState
+	Detail string
+	Error  string
+}
+
+const actionColumns = `id, job_id, step_id, target_kind, target, target_id, operation, state,
+	attempts, detail, error, started_at, finished_at, updated_at`
+
+func scanAction(sc scanner) (Action, error) {
+	var (
+		a                          Action
+		started, finished, updated sql.NullString
+	)
+	err := sc.Scan(&a.ID, &a.JobID, &a.StepID, &a.TargetKind, &a.Target, &a.TargetID, &a.Operation, &a.State,
+		&a.Attempts, &a.Detail, &a.Error, &started, &finished, &updated)
+	if err != nil {
+		return Action{}, err
+	}
+	if a.StartedAt, err = parseNullTime(started); err != nil {
+		return Action{}, err
+	}
+	if a.FinishedAt, err = parseNullTime(finished); err != nil {
+		return Action{}, err
+	}
+	if a.UpdatedAt, err = parseTime(updated.String); err != nil {
+		return Action{}, err
+	}
+	return a, nil
+}
+
+// BeginActions finds or creates one action per key and marks each running
+// with one more attempt, in one transaction, so that a batch of VM stops is
+// recorded before any is sent. A first start time is kept on retries; the
+// previous error is cleared.
+func (s *Store) BeginActions(ctx context.Context, keys []ActionKey, detail string) ([]Action, error) {
+	out := make([]Action, 0, len(keys))
+	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
+		ts := formatTime(now)
+		for _, k := range keys {
+			a, err := scanAction(tx.QueryRowContext(ctx, `INSERT INTO actions
+				(job_id, step_id, target_kind, target, target_id, operation, state, attempts, detail, started_at, updated_at)
+				VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?)
+				ON CONFLICT (step_id, target_kind, target_id, target, operation) DO UPDATE SET
+					state = 'running', attempts = attempts + 1, detail = excluded.detail, error = '',
+					started_at = COALESCE(started_at, excluded.started_at), finished_at = NULL,
+					updated_at = excluded.updated_at
+				RETURNING `+actionColumns,
+				k.JobID, k.StepID, k.TargetKind, k.Target, k.TargetID, k.Operation, detail, ts, ts))
+			if err != nil {
+				return fmt.Errorf("%s %s %s: %w", k.Operation, k.TargetKind, k.Target, notFoundIfFK(err))
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("begin actions: %w", err)
+	}
+	return out, nil
+}
+
+// BeginAction is BeginActions for a single key.
+func (s *Store) BeginAction(ctx context.Context, key ActionKey, detail string) (Action, error) {
+	as, err := s.BeginActions(ctx, []ActionKey{key}, detail)
+	if err != nil {
+		return Action{}, err
+	}
+	return as[0], nil
+}
+
+// FinishActions records the outcomes of a batch of actions in one
+// transaction. Each state must be final.
+func (s *Store) FinishActions(ctx context.Context, results []ActionResult) error {
+	for _, r := range results {
+		if !r.State.Final() {
+			return fmt.Errorf("finish action %d: %q is not a final state", r.ID, r.State)
+		}
+	}
+	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
+		ts := formatTime(now)
+		for _, r := range results {
+			res, err := tx.ExecContext(ctx, `UPDATE actions SET state = ?, detail = ?, error = ?,
+				started_at = COALESCE(started_at, ?), finished_at = ?, updated_at = ? WHERE id = ?`,
+				r.State, r.Detail, r.Error, ts, ts, ts, r.ID)
+			if err != nil {
+				return fmt.Errorf("action %d: %w", r.ID, err)
+			}
+			if err := affected(res); err != nil {
+				return fmt.Errorf("action %d: %w", r.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("finish actions: %w", err)
+	}
+	return nil
+}
+
+// FinishAction is FinishActions for a single action.
+func (s *Store) FinishAction(ctx context.Context, id int64, state ActionState, detail, errMsg string) error {
+	return s.FinishActions(ctx, []ActionResult{{ID: id, State: state, Detail: detail, Error: errMsg}})
+}
+
+// RecordAction creates or updates an action directly in a final state: a
+// skipped target, or a check that takes no time to record separately. A
+// skipped action does not count as an attempt.
+func (s *Store) RecordAction(ctx context.Context, k ActionKey, state ActionState, detail, errMsg string) (Action, error) {
+	if !state.Final() {
+		return Action{}, fmt.Errorf("record action: %q is not a final state", state)
+	}
+	attempt := 1
+	if state == ActionSkipped {
+		attempt = 0
+	}
+	var a Action
+	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
+		ts := formatTime(now)
+		var err error
+		a, err = scanAction(tx.QueryRowContext(ctx, `INSERT INTO actions
+			(job_id, step_id, target_kind, target, target_id, operation, state, attempts, detail, error,
+			 started_at, finished_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (step_id, target_kind, target_id, target, operation) DO UPDATE SET
+				state = excluded.state, attempts = attempts + excluded.attempts,
+				detail = excluded.detail, error = excluded.error,
+				started_at = COALESCE(started_at, excluded.started_at),
+				finished_at = excluded.finished_at, updated_at = excluded.updated_at
+			RETURNING `+actionColumns,
+			k.JobID, k.StepID, k.TargetKind, k.Target, k.TargetID, k.Operation, state, attempt, detail, errMsg,
+			ts, ts, ts))
+		return notFoundIfFK(err)
+	})
+	if err != nil {
+		return Action{}, fmt.Errorf("record action %s %s %s: %w", k.Operation, k.TargetKind, k.Target, err)
+	}
+	return a, nil
+}
+
+// Actions returns every action of a job in creation order.
+func (s *Store) Actions(ctx context.Context, jobID int64) ([]Action, error) {
+	as, err := s.queryActions(ctx, `SELECT `+actionColumns+` FROM actions WHERE job_id = ? ORDER BY id`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("list actions of job %d: %w", jobID, err)
+	}
+	return as, nil
+}
+
+// StepActions returns the actions of one step in creation order.
+func (s *Store) StepActions(ctx context.Context, stepID int64) ([]Action, error) {
+	as, err := s.queryActions(ctx, `SELECT `+actionColumns+` FROM actions WHERE step_id = ? ORDER BY id`, stepID)
+	if err != nil {
+		return nil, fmt.Errorf("list actions of step %d: %w", stepID, err)
+	}
+	return as, nil
+}
+
+func (s *Store) queryActions(ctx context.Context, q string, args ...any) ([]Action, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	as := []Action{}
+	for rows.Next() {
+		a, err := scanAction(rows)
+		if err != nil {
+			return nil, err
+		}
+		as = append(as, a)
+	}
+	return as, rows.Err()
+}
