@@ -66,9 +66,9 @@ type Options struct {
 	Seed    int64
 
 	// Settings written into shutdownd.yaml.
-	StopTimeout, PollInterval                    time.Duration
+	StopTimeout, PollInterval                     time.Duration
 	HostOff, BMCSoftOff, BMCHardOff, BMCPollEvery time.Duration
-	Concurrency                                  int
+	Concurrency                                   int
 }
 
 // DemoOptions is the demo's site: about 60 VMs in 3 projects, 6 hosts (3
