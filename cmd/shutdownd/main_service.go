@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
-	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -55,7 +54,12 @@ func (m *Main) Run(ctx context.Context) error {
 		st.Close()
 		return fmt.Errorf("listen %s: %w", m.Config.Listen, err)
 	}
-	api := handlers.New(handlers.Options{Store: st, Runner: m.Runner, Logger: m.Logger})
+	api, err := m.handler(st)
+	if err != nil {
+		ln.Close()
+		st.Close()
+		return err
+	}
 	// Requests (event streams above all) get a context that Close cancels:
 	// http.Server.Shutdown does not end streams by itself.
 	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
