@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -359,7 +358,7 @@ func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
 	var out []store.Action
 	for _, h := range hosts {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
-		a, err := e.r.store.RecordAction(e.db(), key, store.ActionPending, "this machine: powered off after the job's final state is written", "")
+		a, err := e.r.store.BeginAction(e.db(), key, "this machine: powered off after the job's final state is written")
 		if err != nil {
 			e.log.Error("record self action", "err", err)
 			continue
@@ -389,4 +388,3 @@ func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
 	}
 }
 
-var _ = errors.New

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,7 +77,7 @@ func createDemoToken(ctx context.Context, st *store.Store) (string, error) {
 		if err == nil {
 			return secret, nil
 		}
-		if !strings.Contains(err.Error(), store.ErrNameTaken.Error()) || i > 100 {
+		if !errors.Is(err, store.ErrNameTaken) || i > 100 {
 			return "", fmt.Errorf("create demo token: %w", err)
 		}
 		name = fmt.Sprintf("demo-%d", i)
