@@ -31,7 +31,9 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	}
 	finished := map[string]store.Action{}
 	for _, a := range prior {
-		if a.TargetKind == "host" && a.Operation == "power-off" && actionFinal(a.State) {
+		// Only hosts confirmed off are skipped after a restart; a host that
+		// failed is tried again (its BMC may answer now).
+		if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
 			finished[a.Target] = a
 		}
 	}
@@ -40,13 +42,7 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		total += len(g)
 	}
 	var off, failed atomic.Int64
-	for _, a := range finished {
-		if a.State == store.ActionSucceeded {
-			off.Add(1)
-		} else {
-			failed.Add(1)
-		}
-	}
+	off.Add(int64(len(finished)))
 	for gi, g := range groups {
 		if e.stopping() {
 			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", off.Load(), total), errCancelled
@@ -104,6 +100,11 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 		return false
 	}
 	finish := func(ok bool, detail, msg string) bool {
+		if !ok && e.ctx.Err() != nil {
+			// The service is stopping (or the job was preempted): leave the
+			// action running, so a resumed job tries this host again.
+			return false
+		}
 		if ok {
 			e.finishAction(ha.ID, store.ActionSucceeded, detail, "")
 			e.event("info", fmt.Sprintf("host %s off", h.Name), detail)

@@ -242,6 +242,11 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			e.applyStopResults(w.drain(), pending)
 			return store.StepCancelled, "", e.ctx.Err()
 		}
+		if e.cancelled.Load() {
+			// Cancel at a safe point: no new os-stop; what was sent stays
+			// sent and is recorded as such below.
+			break
+		}
 		if time.Now().After(deadline) {
 			break
 		}
@@ -298,8 +303,12 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			if msg == "" {
 				msg = fmt.Sprintf("not SHUTOFF after %s", cfg.StopTimeout)
 			}
-			if e.cancelled.Load() && v.sent == 0 {
-				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSkipped, Detail: "not sent: job cancelled"})
+			if e.cancelled.Load() {
+				detail := "not sent: job cancelled"
+				if v.sent > 0 {
+					detail = "os-stop sent; SHUTOFF not awaited: job cancelled"
+				}
+				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSkipped, Detail: detail})
 				continue
 			}
 			results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionFailed, Error: msg})
@@ -332,6 +341,9 @@ func (e *exec) vmStepResult(step store.Step, plan vmPlan) (store.StepState, stri
 		}
 	}
 	detail := fmt.Sprintf("%d off, %d failed, %d skipped of %d servers", ok, failed, skipped, plan.total)
+	if e.cancelled.Load() {
+		return store.StepCancelled, detail, errCancelled
+	}
 	if failed > 0 {
 		return store.StepFailed, detail, fmt.Errorf("%d VMs not stopped", failed)
 	}
