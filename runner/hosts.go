@@ -388,4 +388,3 @@ func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
 		e.finishAction(actions[i].ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
 	}
 }
-
