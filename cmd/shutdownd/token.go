@@ -22,21 +22,34 @@ var validScopes = map[string]bool{"read": true, "simulate": true, "shutdown": tr
 // storeFlags adds --config and --database to fs and returns a function that
 // opens the store they name.
 func storeFlags(fs *flag.FlagSet) func(ctx context.Context) (*store.Store, error) {
+	path := databaseFlags(fs)
+	return func(ctx context.Context) (*store.Store, error) {
+		p, err := path()
+		if err != nil {
+			return nil, err
+		}
+		return store.Open(ctx, p)
+	}
+}
+
+// databaseFlags adds --config and --database to fs and returns a function
+// that resolves the database path they name.
+func databaseFlags(fs *flag.FlagSet) func() (string, error) {
 	cfgPath := fs.String("config", "", "configuration file (its database is used)")
 	dbPath := fs.String("database", "", "database file")
-	return func(ctx context.Context) (*store.Store, error) {
+	return func() (string, error) {
 		path := *dbPath
 		if path == "" && *cfgPath != "" {
 			cfg, err := config.Load(*cfgPath)
 			if err != nil {
-				return nil, err
+				return "", err
 			}
 			path = cfg.Database
 		}
 		if path == "" {
-			return nil, usageError{fs.Name() + ": --config or --database is required"}
+			return "", usageError{fs.Name() + ": --config or --database is required"}
 		}
-		return store.Open(ctx, path)
+		return path, nil
 	}
 }
 
@@ -230,7 +243,7 @@ func fmtTime(t *time.Time) string {
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate", stderr)
-	open := storeFlags(fs)
+	dbPath := databaseFlags(fs)
 	// Accept the action before or after the flags.
 	action := "up"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -245,13 +258,22 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if action != "up" && action != "status" {
 		return usageError{fmt.Sprintf("migrate: unknown action %q (up or status)", action)}
 	}
-	// Opening the store applies every pending migration.
-	st, err := open(ctx)
+	path, err := dbPath()
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	list, err := st.MigrationStatus(ctx)
+	var list []store.MigrationStatus
+	if action == "status" {
+		// Read-only: status never changes the database.
+		list, err = store.ReadMigrationStatus(ctx, path)
+	} else {
+		// Opening the store applies every pending migration.
+		var st *store.Store
+		if st, err = store.Open(ctx, path); err == nil {
+			list, err = st.MigrationStatus(ctx)
+			st.Close()
+		}
+	}
 	if err != nil {
 		return err
 	}
