@@ -33,8 +33,10 @@ type Runner struct {
 	store *store.Store
 	log   *slog.Logger
 	deps  Deps
+	obs   Observer // may be nil
 
-	kick chan struct{}
+	kick   chan struct{}
+	settle sync.Once
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -46,6 +48,9 @@ type Runner struct {
 type Options struct {
 	Logger *slog.Logger
 	Deps   Deps
+	// Observer is told about jobs, steps and peer requests (metrics,
+	// notifications); nil means nobody.
+	Observer Observer
 }
 
 // New returns a runner for cfg over st. Call Run to start it.
@@ -55,7 +60,10 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 		log = slog.Default()
 	}
 	opts.Deps.fill()
-	return &Runner{cfg: cfg, store: st, log: log, deps: opts.Deps, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	if opts.Observer != nil {
+		opts.Deps = observeDeps(opts.Deps, opts.Observer)
+	}
+	return &Runner{cfg: cfg, store: st, log: log, deps: opts.Deps, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
 }
 
 // Kick wakes the runner at once: a job was created, cancelled or preempted.
@@ -85,12 +93,8 @@ func (r *Runner) signalIdle() {
 // previous process left behind: an interrupted simulation is failed (it
 // proves nothing once interrupted), an interrupted shutdown resumes.
 func (r *Runner) Run(ctx context.Context) error {
-	n, err := r.store.FailInterruptedSimulations(ctx)
-	if err != nil {
-		return fmt.Errorf("settle interrupted jobs: %w", err)
-	}
-	if n > 0 {
-		r.log.Warn("failed simulations interrupted by restart", "count", n)
+	if err := r.Settle(ctx); err != nil {
+		return err
 	}
 	for {
 		if ctx.Err() != nil {
@@ -115,6 +119,26 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// Settle fails the simulations a previous process left running. It runs
+// once; the service calls it before it accepts requests, so a simulation
+// requested in the first milliseconds after start is never mistaken for an
+// interrupted one. Run calls it too, for callers that start only a runner.
+func (r *Runner) Settle(ctx context.Context) error {
+	var err error
+	r.settle.Do(func() {
+		var n int
+		n, err = r.store.FailInterruptedSimulations(ctx)
+		if err != nil {
+			err = fmt.Errorf("settle interrupted jobs: %w", err)
+			return
+		}
+		if n > 0 {
+			r.log.Warn("failed simulations interrupted by restart", "count", n)
+		}
+	})
+	return err
 }
 
 // exec is the state of one job execution.
@@ -178,6 +202,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		e.event("warn", "job resumed after restart")
 	}
 	e.log.Info("job started", "resumed", e.resumed)
+	e.jobStarted()
 
 	watchDone := make(chan struct{})
 	go r.watch(e, cancel, watchDone)
@@ -226,6 +251,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 			e.log.Error("finish step", "step", s.name, "err", err)
 		}
 		e.event(levelFor(state), fmt.Sprintf("step %s %s", s.name, state), detail)
+		e.stepFinished(st.ID)
 	}
 	if parent.Err() != nil {
 		return // service stopping; resume (shutdown) or fail (simulation) at next start
@@ -244,7 +270,7 @@ func (r *Runner) finish(e *exec) {
 	case e.ctx.Err() != nil:
 		// Preempted: the store already holds the final state.
 		state, msg = store.StateCancelled, "preempted"
-	case e.cancelled.Load():
+	case e.cancelled.Load() && !e.cancelTooLate():
 		state, msg = store.StateCancelled, "cancelled by request"
 		if len(failures) > 0 {
 			msg += "; " + summarize(failures)
@@ -257,6 +283,7 @@ func (r *Runner) finish(e *exec) {
 	if e.job.Kind == store.KindShutdown && state != store.StateCancelled && len(selfHosts) > 0 {
 		selfActions = e.prepareSelf(selfHosts)
 	}
+	e.settleDeadline(state)
 	if err := r.store.SetCurrentStep(e.db(), e.job.ID, ""); err != nil {
 		e.log.Error("clear current step", "err", err)
 	}
@@ -267,9 +294,11 @@ func (r *Runner) finish(e *exec) {
 	}
 	if !ok {
 		e.log.Info("job was already final (cancelled or preempted)")
+		e.jobFinished()
 		return
 	}
 	e.log.Info("job finished", "state", state, "error", msg)
+	e.jobFinished()
 	if len(selfActions) > 0 {
 		e.powerOffSelf(selfHosts, selfActions)
 	}

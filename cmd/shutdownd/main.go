@@ -31,9 +31,15 @@ Usage:
   shutdownd token list
   shutdownd token revoke NAME
   shutdownd migrate [up|status]
+  shutdownd client simulate|shutdown|status|jobs|job ID|cancel ID [--url URL] [--token-file FILE] [--wait]
+                                           talk to a running service
+  shutdownd audit jobs|job ID|failures|verify [--format table|json|csv]
+                                           post-incident reports, read-only (works while the service runs)
   shutdownd version
 
-Every subcommand that touches the store takes --config FILE or --database PATH.
+Every subcommand that touches the store takes --config FILE or --database PATH
+(or SHUTDOWND_CONFIG / SHUTDOWND_DATABASE). Run 'shutdownd COMMAND -h' for the
+flags and examples of a command.
 `
 
 func main() {
@@ -56,7 +62,7 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{"no subcommand given"}
 	}
@@ -73,6 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdToken(ctx, rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr)
+	case "client":
+		return cmdClient(ctx, rest, stdout, stderr)
+	case "audit":
+		return cmdAudit(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -87,14 +97,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // exited on, so every bad argument gets one clear line.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package would print its error and the defaults itself; the
+	// error comes back as a usageError instead, and -h prints the help of
+	// the command with examples (help.go).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpFor(fs)
 		}
 		return usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
 	}

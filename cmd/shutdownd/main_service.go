@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/metrics"
+	"github.com/edgeops/shutdownd/notify"
 	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -27,6 +29,9 @@ type Main struct {
 
 	Store  *store.Store
 	Runner *runner.Runner
+	// Metrics and Notifier observe the runner (see observer in wire.go).
+	Metrics  *metrics.Metrics
+	Notifier *notify.Notifier
 
 	ln         net.Listener
 	srv        *http.Server
@@ -47,8 +52,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("open store %s: %w", m.Config.Database, err)
 	}
 	m.Store = st
-	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Deps: m.Deps})
+	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Deps: m.Deps, Observer: m.observer(ctx, st)})
 
+	if err := m.Runner.Settle(ctx); err != nil {
+		st.Close()
+		return err
+	}
 	ln, err := net.Listen("tcp", m.Config.Listen)
 	if err != nil {
 		st.Close()
@@ -128,6 +137,9 @@ func (m *Main) Close() error {
 	err := m.srv.Shutdown(ctx)
 	m.cancel()
 	m.wg.Wait()
+	if m.Notifier != nil {
+		m.Notifier.Close() // after the runner: it may still have enqueued
+	}
 	if cerr := m.Store.Close(); err == nil {
 		err = cerr
 	}

@@ -5,21 +5,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/edgeops/shutdownd/config"
 )
 
 func cmdServe(ctx context.Context, args []string, logger *slog.Logger, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
-	cfgPath := fs.String("config", "", "configuration file (YAML)")
+	cfgPath := fs.String("config", os.Getenv(envConfig), "configuration file (YAML; env "+envConfig+")")
+	listen := fs.String("listen", os.Getenv(envListen), "listen address, overrides the configuration's (env "+envListen+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *cfgPath == "" {
-		return usageError{"serve: --config is required"}
+		return usageError{"serve: --config is required (or " + envConfig + ")"}
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
+		return err
+	}
+	if err := overrideListen(cfg, *listen); err != nil {
 		return err
 	}
 	m := &Main{Config: cfg, Logger: logger}
@@ -36,12 +41,12 @@ func cmdServe(ctx context.Context, args []string, logger *slog.Logger, stderr io
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", stderr)
-	cfgPath := fs.String("config", "", "configuration file (YAML)")
+	cfgPath := fs.String("config", os.Getenv(envConfig), "configuration file (YAML; env "+envConfig+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *cfgPath == "" {
-		return usageError{"check-config: --config is required"}
+		return usageError{"check-config: --config is required (or " + envConfig + ")"}
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

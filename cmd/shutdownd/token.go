@@ -35,9 +35,14 @@ func storeFlags(fs *flag.FlagSet) func(ctx context.Context) (*store.Store, error
 // databaseFlags adds --config and --database to fs and returns a function
 // that resolves the database path they name.
 func databaseFlags(fs *flag.FlagSet) func() (string, error) {
-	cfgPath := fs.String("config", "", "configuration file (its database is used)")
-	dbPath := fs.String("database", "", "database file")
+	cfgPath := fs.String("config", "", "configuration file (its database is used; env SHUTDOWND_CONFIG)")
+	dbPath := fs.String("database", "", "database file (env SHUTDOWND_DATABASE)")
 	return func() (string, error) {
+		// Flags win over the environment as a pair, so an explicit --config
+		// is never overridden by a SHUTDOWND_DATABASE left in the shell.
+		if *dbPath == "" && *cfgPath == "" {
+			*dbPath, *cfgPath = envStore()
+		}
 		path := *dbPath
 		if path == "" && *cfgPath != "" {
 			cfg, err := config.Load(*cfgPath)
@@ -47,7 +52,7 @@ func databaseFlags(fs *flag.FlagSet) func() (string, error) {
 			path = cfg.Database
 		}
 		if path == "" {
-			return "", usageError{fs.Name() + ": --config or --database is required"}
+			return "", usageError{fs.Name() + ": --config or --database is required (or SHUTDOWND_CONFIG / SHUTDOWND_DATABASE)"}
 		}
 		return path, nil
 	}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/edgeops/shutdownd/config"
+)
+
+// Environment variables for the common settings, so a systemd unit, a
+// container or an operator's shell can set them once. A flag given on the
+// command line always wins over its variable.
+const (
+	envConfig   = "SHUTDOWND_CONFIG"   // --config
+	envDatabase = "SHUTDOWND_DATABASE" // --database (store commands)
+	envListen   = "SHUTDOWND_LISTEN"   // serve: overrides listen of the config
+	// The client's variables (SHUTDOWND_URL, SHUTDOWND_TOKEN,
+	// SHUTDOWND_TOKEN_FILE, SHUTDOWND_CA_FILE) are read in client.go.
+)
+
+// envStore returns the database and configuration named by the
+// environment, for commands given neither --database nor --config.
+func envStore() (database, cfgPath string) {
+	return os.Getenv(envDatabase), os.Getenv(envConfig)
+}
+
+// overrideListen replaces the configuration's listen address when one was
+// given by flag or environment, after the same check the loader applies
+// to an address (host:port with a numeric port).
+func overrideListen(cfg *config.Config, listen string) error {
+	if listen == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" {
+		return usageError{fmt.Sprintf("serve: listen address %q: want HOST:PORT, e.g. 127.0.0.1:8080", listen)}
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return usageError{fmt.Sprintf("serve: listen address %q: bad port", listen)}
+	}
+	cfg.Listen = listen
+	return nil
+}
