@@ -52,7 +52,8 @@ func TestUpDownUp(t *testing.T) {
 		t.Fatal("no migrations embedded")
 	}
 	want := []string{"actions", "actions_job", "actions_key", "events", "events_append_only_delete",
-		"events_append_only_update", "events_job_id", "jobs", "jobs_kind_id", "jobs_one_active", "steps", "tokens"}
+		"events_append_only_update", "events_hash_chain", "events_job_id", "jobs", "jobs_kind_id", "jobs_one_active",
+		"sessions", "sessions_expires", "steps", "tokens"}
 
 	for round := range 2 {
 		if _, err := p.Up(ctx); err != nil {

@@ -100,7 +100,7 @@ func TestSchemaStepActionEventChecks(t *testing.T) {
 	mustExec(`INSERT INTO jobs (id, kind, state, created_at, finished_at) VALUES (2, 'shutdown', 'failed', ?, ?)`, ts, ts)
 	mustExec(`INSERT INTO steps (id, job_id, seq, name) VALUES (10, 1, 1, 'vms')`)
 	mustExec(`INSERT INTO actions (id, job_id, step_id, target_kind, target, operation, updated_at) VALUES (100, 1, 10, 'vm', 'a', 'os-stop', ?)`, ts)
-	mustExec(`INSERT INTO events (id, job_id, at, level, message) VALUES (1000, 1, ?, 'info', 'hello')`, ts)
+	mustExec(`INSERT INTO events (id, job_id, at, level, message, prev_hash, hash) VALUES (1000, 1, ?, 'info', 'hello', X'', zeroblob(32))`, ts)
 
 	tests := []struct{ name, sql string }{
 		{"step of missing job", `INSERT INTO steps (job_id, seq, name) VALUES (99, 1, 'x')`},

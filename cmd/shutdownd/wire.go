@@ -1,16 +1,52 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 
 	"github.com/edgeops/shutdownd/handlers"
+	"github.com/edgeops/shutdownd/metrics"
+	"github.com/edgeops/shutdownd/notify"
+	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/store"
+	"github.com/edgeops/shutdownd/web"
 )
 
 // handler builds the HTTP handler: the JSON API and everything mounted on
 // its router (so every path shares the JSON 404/405 and panic handling).
 // Features are wired here, one block each.
 func (m *Main) handler(st *store.Store) (http.Handler, error) {
-	api := handlers.New(handlers.Options{Store: st, Runner: m.Runner, Logger: m.Logger})
-	return api, nil
+	api := handlers.New(handlers.Options{Store: st, Runner: m.Runner, Logger: m.Logger,
+		TrustedProxies: m.Config.TrustedProxies})
+
+	// History pages: GET /, /history, /history/{id}, login/logout.
+	if _, err := web.Mount(api.Router(), web.Options{Store: st, API: api, Logger: m.Logger,
+		TLS: m.Config.TLS.CertFile != ""}); err != nil {
+		return nil, fmt.Errorf("mount history pages: %w", err)
+	}
+
+	// Forecast: GET /plan (read).
+	api.MountPlan(m.Runner)
+
+	// Prometheus: GET /metrics (open, read token or off), and every
+	// request counted by route; this wraps the whole handler, so it stays
+	// the last block.
+	if err := m.Metrics.Mount(api.Router(), m.Config.Metrics.Access, func(h http.Handler) http.Handler {
+		return api.RequireScope(handlers.ScopeRead, h)
+	}); err != nil {
+		return nil, err
+	}
+	return m.Metrics.Instrument(api.Router(), api), nil
+}
+
+// observer builds what watches the runner: Prometheus metrics and the
+// webhook notifier (whose senders run until Close).
+func (m *Main) observer(ctx context.Context, st *store.Store) runner.Observer {
+	m.Metrics = metrics.New(st, m.Logger)
+	if err := m.Metrics.LoadLast(ctx); err != nil {
+		m.Logger.Warn("metrics: last jobs not loaded", "err", err)
+	}
+	m.Notifier = notify.New(notify.Options{Webhooks: m.Config.Notify.Webhooks, Store: st, Logger: m.Logger})
+	return runner.Observers(m.Metrics, m.Notifier)
 }

@@ -1,0 +1,302 @@
+package web
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/edgeops/shutdownd/store"
+)
+
+// parsePages parses each page with the shared layout.
+func parsePages() (map[string]*template.Template, error) {
+	pages := map[string]*template.Template{}
+	for _, name := range []string{"history", "job", "login", "live"} {
+		files := []string{"templates/layout.html", "templates/parts.html", "templates/" + name + ".html"}
+		if name == "job" {
+			files = append(files, "templates/live.html")
+		}
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, files...)
+		if err != nil {
+			return nil, fmt.Errorf("parse template %s: %w", name, err)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+var funcs = template.FuncMap{
+	"ts": func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"iso": func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	},
+	"ptr":  func(t time.Time) *time.Time { return &t },
+	"tsv":  func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
+	"isov": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"dur":  fmtDuration,
+	"icon": func(state any) string {
+		switch fmt.Sprint(state) {
+		case "succeeded":
+			return "✔"
+		case "failed":
+			return "✖"
+		case "cancelled":
+			return "⊘"
+		case "skipped":
+			return "↷"
+		case "running":
+			return "▶"
+		default:
+			return "…"
+		}
+	},
+}
+
+// fmtDuration is short and human: 850ms, 12.3s, 4m05s, 1h02m.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return ""
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+// span is the duration between two optional times, up to now while open.
+func span(start, end *time.Time, now time.Time) time.Duration {
+	if start == nil {
+		return 0
+	}
+	if end == nil {
+		return now.Sub(*start)
+	}
+	return end.Sub(*start)
+}
+
+// render executes a page into a buffer first, so that a template error
+// becomes a clean 500 instead of half a page.
+func (w *Web) render(rw http.ResponseWriter, r *http.Request, status int, page string, data any) {
+	var buf bytes.Buffer
+	if err := w.pages[page].ExecuteTemplate(&buf, page, data); err != nil {
+		w.serverError(rw, r, fmt.Errorf("render %s: %w", page, err))
+		return
+	}
+	rw.Header().Set("Content-Type", "text/html; charset=utf-8")
+	rw.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = rw.Write(buf.Bytes())
+	}
+}
+
+// serverError logs err and answers a plain page that reveals nothing.
+func (w *Web) serverError(rw http.ResponseWriter, r *http.Request, err error) {
+	w.log.LogAttrs(r.Context(), slog.LevelError, "history page failed",
+		slog.String("path", r.URL.Path), slog.Any("err", err))
+	http.Error(rw, "internal error", http.StatusInternalServerError)
+}
+
+func (w *Web) notFound(rw http.ResponseWriter, r *http.Request, what string) {
+	w.render(rw, r, http.StatusNotFound, "history", historyData{
+		base: w.base(r, "Not found"), Missing: what,
+	})
+}
+
+// base is what the layout needs on every page.
+type base struct {
+	Title   string
+	User    string // token name of the session
+	From    string
+	Refresh bool // a running job: refresh every few seconds without JavaScript
+}
+
+func (w *Web) base(r *http.Request, title string) base {
+	s := sessionFrom(r.Context())
+	return base{Title: title, User: s.TokenName, From: s.RemoteAddr}
+}
+
+// jobRow is one line of the history list.
+type jobRow struct {
+	store.JobSummary
+	Duration time.Duration
+	Result   string
+}
+
+type historyData struct {
+	base
+	Jobs    []jobRow
+	Older   int64 // before= of the next page, 0 when none
+	Newer   bool  // not the first page
+	Missing string
+}
+
+func (w *Web) handleHistory(rw http.ResponseWriter, r *http.Request) {
+	var before int64
+	if v := r.URL.Query().Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			w.notFound(rw, r, "page "+v)
+			return
+		}
+		before = n
+	}
+	sums, err := w.store.JobSummaries(r.Context(), store.JobFilter{Before: before, Limit: w.pageSize + 1})
+	if err != nil {
+		w.serverError(rw, r, err)
+		return
+	}
+	d := historyData{base: w.base(r, "Job history"), Newer: before > 0}
+	if len(sums) > w.pageSize {
+		sums = sums[:w.pageSize]
+		d.Older = sums[len(sums)-1].ID
+	}
+	now := w.now()
+	for _, s := range sums {
+		row := jobRow{JobSummary: s, Duration: s.Duration(now), Result: result(s.Job)}
+		d.Jobs = append(d.Jobs, row)
+		if !s.State.Final() {
+			d.Refresh = true
+		}
+	}
+	w.render(rw, r, http.StatusOK, "history", d)
+}
+
+// result is the one-line outcome of a job.
+func result(j store.Job) string {
+	switch {
+	case j.Error != "":
+		return j.Error
+	case j.State.Final():
+		return string(j.State)
+	case j.CurrentStep != "":
+		return j.CurrentStep
+	default:
+		return string(j.State)
+	}
+}
+
+// stepView is a step with its actions, for the timeline.
+type stepView struct {
+	store.Step
+	Duration time.Duration
+	Actions  []actionView
+	Failed   int
+}
+
+type actionView struct {
+	store.Action
+	Duration time.Duration
+}
+
+// liveData is the part of the job page that changes while the job runs.
+type liveData struct {
+	Job       store.Job
+	Duration  time.Duration
+	Steps     []stepView
+	Orphans   []actionView // actions whose step is unknown (should not happen)
+	Failures  []actionView
+	Events    []store.Event
+	Active    bool
+	Chain     store.ChainReport
+	ChainErr  bool
+	Actions   int
+	Succeeded int
+}
+
+type jobData struct {
+	base
+	Live liveData
+}
+
+func (w *Web) loadLive(r *http.Request) (liveData, error) {
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil {
+		return liveData{}, store.ErrNotFound
+	}
+	rep, err := w.store.Report(r.Context(), id)
+	if err != nil {
+		return liveData{}, err
+	}
+	now := w.now()
+	d := liveData{Job: rep.Job, Duration: span(rep.Job.StartedAt, rep.Job.FinishedAt, now),
+		Events: rep.Events, Active: !rep.Job.State.Final(), Actions: len(rep.Actions)}
+	idx := map[int64]int{}
+	for _, s := range rep.Steps {
+		idx[s.ID] = len(d.Steps)
+		d.Steps = append(d.Steps, stepView{Step: s, Duration: span(s.StartedAt, s.FinishedAt, now)})
+	}
+	for _, a := range rep.Actions {
+		av := actionView{Action: a, Duration: span(a.StartedAt, a.FinishedAt, now)}
+		if a.State == store.ActionFailed {
+			d.Failures = append(d.Failures, av)
+		}
+		if a.State == store.ActionSucceeded {
+			d.Succeeded++
+		}
+		i, ok := idx[a.StepID]
+		if !ok {
+			d.Orphans = append(d.Orphans, av)
+			continue
+		}
+		d.Steps[i].Actions = append(d.Steps[i].Actions, av)
+		if a.State == store.ActionFailed {
+			d.Steps[i].Failed++
+		}
+	}
+	d.Chain, err = w.store.VerifyChain(r.Context(), id)
+	if err != nil {
+		w.log.LogAttrs(r.Context(), slog.LevelWarn, "verify event chain", slog.Int64("job", id), slog.Any("err", err))
+		d.ChainErr = true
+	}
+	return d, nil
+}
+
+func (w *Web) handleJob(rw http.ResponseWriter, r *http.Request) {
+	live, err := w.loadLive(r)
+	if errors.Is(err, store.ErrNotFound) {
+		w.notFound(rw, r, "job "+mux.Vars(r)["id"])
+		return
+	}
+	if err != nil {
+		w.serverError(rw, r, err)
+		return
+	}
+	b := w.base(r, fmt.Sprintf("Job %d (%s)", live.Job.ID, live.Job.Kind))
+	b.Refresh = live.Active
+	w.render(rw, r, http.StatusOK, "job", jobData{base: b, Live: live})
+}
+
+// handleLive answers the changing part of the job page alone, for the
+// script that swaps it in on every stream message.
+func (w *Web) handleLive(rw http.ResponseWriter, r *http.Request) {
+	live, err := w.loadLive(r)
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(rw, "not found", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		w.serverError(rw, r, err)
+		return
+	}
+	w.render(rw, r, http.StatusOK, "live", live)
+}

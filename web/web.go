@@ -1,0 +1,144 @@
+// Package web serves the browser history pages of shutdownd (SPEC.md
+// section 4): the job list, each job's step timeline, target actions and
+// event log, updated live while a job runs, behind a login form that takes
+// a read token and keeps a server-side session in a cookie.
+//
+// Pages are server-rendered with html/template (every value is escaped by
+// context), templates and CSS are embedded, and everything works without
+// JavaScript: a small script only refreshes the job page from a
+// Server-Sent Events stream, the same stream and format as the API's
+// GET /jobs/{id}/events. The package only reads the store (plus sessions).
+package web
+
+import (
+	"embed"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/edgeops/shutdownd/handlers"
+	"github.com/edgeops/shutdownd/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultIdleTimeout = 12 * time.Hour // an operator's shift
+	DefaultMaxAge      = 24 * time.Hour // log in again every day, active or not
+	DefaultPageSize    = 25
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Options configures Mount.
+type Options struct {
+	Store *store.Store
+	// API checks login tokens exactly as the API checks request tokens
+	// (revocation, expiry, allowed networks, trusted proxies) and writes
+	// the JSON error answers of the event stream.
+	API    *handlers.Server
+	Logger *slog.Logger
+	// TLS marks the session cookie Secure: set when the service serves
+	// HTTPS (a cookie marked Secure is never sent over plain HTTP, which
+	// would make login impossible on an HTTP-only site).
+	TLS         bool
+	IdleTimeout time.Duration // default DefaultIdleTimeout
+	MaxAge      time.Duration // default DefaultMaxAge
+	PageSize    int           // jobs per history page, default DefaultPageSize
+	Now         func() time.Time
+	Heartbeat   time.Duration // SSE keep-alive period, default 15 s
+}
+
+// Web is the mounted history pages.
+type Web struct {
+	store     *store.Store
+	api       *handlers.Server
+	log       *slog.Logger
+	tls       bool
+	idle      time.Duration
+	maxAge    time.Duration
+	pageSize  int
+	now       func() time.Time
+	heartbeat time.Duration
+	pages     map[string]*template.Template
+}
+
+// Mount adds the history pages to the API's router: GET / and /history, GET
+// /history/{id} (with /live, the refreshable part, and /events, the
+// stream), GET and POST /login, POST /logout and /static/. It must be called
+// before the server starts.
+func Mount(r *mux.Router, opts Options) (*Web, error) {
+	w := &Web{
+		store: opts.Store, api: opts.API, log: opts.Logger, tls: opts.TLS,
+		idle: opts.IdleTimeout, maxAge: opts.MaxAge, pageSize: opts.PageSize, now: opts.Now,
+		heartbeat: opts.Heartbeat,
+	}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	if w.idle <= 0 {
+		w.idle = DefaultIdleTimeout
+	}
+	if w.maxAge <= 0 {
+		w.maxAge = DefaultMaxAge
+	}
+	if w.pageSize <= 0 {
+		w.pageSize = DefaultPageSize
+	}
+	if w.now == nil {
+		w.now = time.Now
+	}
+	if w.heartbeat <= 0 {
+		w.heartbeat = 15 * time.Second
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	w.pages = pages
+
+	get := []string{http.MethodGet, http.MethodHead}
+	r.Handle("/", w.page(w.handleHistory)).Methods(get...)
+	r.Handle("/history", w.page(w.handleHistory)).Methods(get...)
+	r.Handle("/history/{id:[0-9]+}", w.page(w.handleJob)).Methods(get...)
+	r.Handle("/history/{id:[0-9]+}/live", w.page(w.handleLive)).Methods(get...)
+	r.Handle("/history/{id:[0-9]+}/events", w.stream()).Methods(http.MethodGet)
+	r.Handle("/login", http.HandlerFunc(w.handleLoginForm)).Methods(get...)
+	r.Handle("/login", http.HandlerFunc(w.handleLogin)).Methods(http.MethodPost)
+	r.Handle("/logout", http.HandlerFunc(w.handleLogout)).Methods(http.MethodPost)
+	static, _ := fs.Sub(staticFS, "static")
+	r.PathPrefix("/static/").Handler(securityHeaders(http.StripPrefix("/static/",
+		cacheStatic(http.FileServerFS(static))))).Methods(get...)
+	return w, nil
+}
+
+// cacheStatic lets browsers keep the CSS and script for an hour: they change
+// only with the binary.
+func cacheStatic(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// securityHeaders are on every page: no inline script may run (the only
+// script is /static/live.js), no framing (clickjacking of the logout
+// button), no MIME sniffing, no referrer leaking job ids elsewhere.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "+
+			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "same-origin")
+		h.ServeHTTP(w, r)
+	})
+}
