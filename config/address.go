@@ -3,8 +3,11 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // port checks the port of a host:port string, which must be in
@@ -59,4 +62,40 @@ func bmcAddress(s string) (string, error) {
 		return "", fmt.Errorf("%q is not a host name or IP", s)
 	}
 	return h, nil
+}
+
+// prefixes reads a list of networks in CIDR notation; a bare address means
+// that one address. A network with host bits set ("10.0.0.1/24") is
+// rejected: it usually means a typo, and trusting the wrong network would
+// let its hosts forge their client address.
+func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, item := range d.sequence(n, path) {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		s, ok := d.nonEmpty(item, p)
+		if !ok {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				d.fail(item, p, "%q is not an IP address or a CIDR network like 10.0.0.0/24", s)
+				continue
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		pr, err := netip.ParsePrefix(s)
+		if err != nil {
+			d.fail(item, p, "%q is not a CIDR network like 10.0.0.0/24", s)
+			continue
+		}
+		if pr != pr.Masked() {
+			d.fail(item, p, "%q has host bits set; did you mean %s?", s, pr.Masked())
+			continue
+		}
+		out = append(out, pr)
+	}
+	return out
 }

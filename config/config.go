@@ -30,6 +30,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"time"
@@ -61,6 +62,10 @@ type Config struct {
 	HostOrder [][]string
 	Metrics   Metrics
 	Notify    Notify
+	// TrustedProxies are the peers whose X-Forwarded-For header is believed
+	// when deciding a client's address (token networks, rate limits).
+	// Empty: the header is ignored, since any client can write it.
+	TrustedProxies []netip.Prefix
 }
 
 // TLS names the certificate and key for HTTPS; both empty means plain HTTP.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -88,7 +89,7 @@ func Parse(data []byte, name string) (*Config, error) {
 
 func (d *decoder) config(doc *yaml.Node, c *Config) {
 	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
-		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify")
+		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify", "trusted_proxies")
 	if m == nil {
 		return
 	}
@@ -141,6 +142,9 @@ func (d *decoder) config(doc *yaml.Node, c *Config) {
 	}
 	if e, ok := m["notify"]; ok {
 		d.notify(e.val, c)
+	}
+	if e, ok := m["trusted_proxies"]; ok {
+		c.TrustedProxies = d.prefixes(e.val, "trusted_proxies")
 	}
 }
 
@@ -198,11 +202,16 @@ func (d *decoder) openstack(e entry, c *Config) {
 		if s, ok := d.nonEmpty(ce.val, "openstack.cloud"); ok {
 			o.Cloud = s
 		}
+	} else if env := os.Getenv("OS_CLOUD"); env != "" {
+		// As in the OpenStack CLI: OS_CLOUD names the cloud when the
+		// configuration does not (an explicit cloud always wins).
+		o.Cloud = env
 	} else {
-		d.fail(e.key, "openstack.cloud", "required when the openstack section is present (leave the section out on a site without OpenStack)")
+		d.fail(e.key, "openstack.cloud", "required when the openstack section is present, or set OS_CLOUD (leave the section out on a site without OpenStack)")
 	}
 	if e, ok := m["clouds_file"]; ok {
-		o.CloudsFile = d.path(e.val, "openstack.clouds_file", false)
+		// clouds.yaml usually holds the OpenStack password: a secret file.
+		o.CloudsFile = d.path(e.val, "openstack.clouds_file", true)
 	}
 	if e, ok := m["concurrency"]; ok {
 		if i, ok := d.integer(e.val, "openstack.concurrency"); ok {

@@ -47,8 +47,12 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 // handler whose scope depends on the job).
 func (s *Server) Authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.rejectLimited(w, r) {
+			return
+		}
 		caller, err := s.authenticate(r)
 		if err != nil {
+			s.noteAuthFailure(r, err)
 			s.WriteError(w, r, err)
 			return
 		}

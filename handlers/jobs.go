@@ -43,6 +43,10 @@ func statusOf(job *store.Job) StatusJSON {
 		StartTime: job.CreatedAt.UTC().Format(statusTimeFormat),
 		JobID:     job.ID,
 		State:     string(job.State),
+		OnTrack:   job.OnTrack,
+	}
+	if job.Deadline != nil {
+		st.Deadline = fmtTime(*job.Deadline)
 	}
 	if st.Running {
 		st.CurrentStep = job.CurrentStep

@@ -87,6 +87,8 @@ type JobJSON struct {
 	CreatedAt        string  `json:"created_at"`
 	StartedAt        *string `json:"started_at"`
 	FinishedAt       *string `json:"finished_at"`
+	Deadline         *string `json:"deadline"` // null without a deadline
+	OnTrack          *bool   `json:"on_track"` // null while unknown or without a deadline
 }
 
 // NewJobJSON converts a store job to its API shape.
@@ -105,6 +107,8 @@ func NewJobJSON(j store.Job) JobJSON {
 		CreatedAt:        fmtTime(j.CreatedAt),
 		StartedAt:        fmtTimePtr(j.StartedAt),
 		FinishedAt:       fmtTimePtr(j.FinishedAt),
+		Deadline:         fmtTimePtr(j.Deadline),
+		OnTrack:          j.OnTrack,
 	}
 }
 
@@ -219,6 +223,8 @@ type StatusJSON struct {
 	Error       string `json:"error,omitempty"`
 	JobID       int64  `json:"job_id,omitempty"`
 	State       string `json:"state,omitempty"`
+	Deadline    string `json:"deadline,omitempty"`
+	OnTrack     *bool  `json:"on_track,omitempty"`
 }
 
 // EndJSON is the data of the final SSE message (event: end).

@@ -36,6 +36,8 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 	MaxBodyBytes   int64            // default DefaultMaxBodyBytes
 	Now            func() time.Time // default time.Now; tests move the clock
+	// AuthLimit bounds failed authentications per source (zero: defaults).
+	AuthLimit AuthLimit
 }
 
 // Server is the API's http.Handler.
@@ -48,6 +50,7 @@ type Server struct {
 	now            func() time.Time
 	heartbeat      time.Duration // SSE keep-alive comment period
 	router         *mux.Router
+	authLimit      *authLimiter
 }
 
 // New builds the API server with all its routes.
@@ -71,6 +74,7 @@ func New(opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.authLimit = newAuthLimiter(opts.AuthLimit, s.now)
 	s.routes()
 	return s
 }
@@ -85,9 +89,10 @@ func (s *Server) routes() {
 	})
 
 	r.Handle("/healthz", http.HandlerFunc(s.handleHealthz)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/openapi.yaml", http.HandlerFunc(s.handleOpenAPI)).Methods(http.MethodGet, http.MethodHead)
 
-	r.Handle("/simulate", s.RequireScope(ScopeSimulate, http.HandlerFunc(s.handleSimulate))).Methods(http.MethodPost)
-	r.Handle("/shutdown", s.RequireScope(ScopeShutdown, http.HandlerFunc(s.handleShutdown))).Methods(http.MethodPost)
+	r.Handle("/simulate", s.RequireScope(ScopeSimulate, s.idempotent(store.KindSimulation, http.HandlerFunc(s.handleSimulate)))).Methods(http.MethodPost)
+	r.Handle("/shutdown", s.RequireScope(ScopeShutdown, s.idempotent(store.KindShutdown, http.HandlerFunc(s.handleShutdown)))).Methods(http.MethodPost)
 	r.Handle("/simulate/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindSimulation))).Methods(http.MethodGet)
 	r.Handle("/shutdown/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindShutdown))).Methods(http.MethodGet)
 

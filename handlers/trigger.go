@@ -23,12 +23,14 @@ const MaxReasonChars = 1000
 type TriggerRequest struct {
 	Reason           string `json:"reason"`
 	ExpectedRecovery string `json:"expected_recovery"` // RFC 3339
+	Deadline         string `json:"deadline"`          // RFC 3339: when the job must be done
 }
 
 // trigger is a validated TriggerRequest.
 type trigger struct {
 	reason           string
 	expectedRecovery *time.Time
+	deadline         *time.Time
 }
 
 // decodeTrigger reads and validates the body of POST /simulate and
@@ -70,6 +72,16 @@ func validateTrigger(req TriggerRequest) (trigger, error) {
 		er = er.UTC()
 		t.expectedRecovery = &er
 	}
+	// A deadline already past is accepted, not refused: a shutdown must
+	// never be rejected over a clock; the job is simply not on track.
+	if req.Deadline != "" {
+		dl, err := time.Parse(time.RFC3339, req.Deadline)
+		if err != nil {
+			return t, Errorf(CodeInvalidRequest, "deadline: %q is not an RFC 3339 timestamp (e.g. 2025-06-24T09:00:00Z)", req.Deadline)
+		}
+		dl = dl.UTC()
+		t.deadline = &dl
+	}
 	return t, nil
 }
 
@@ -94,7 +106,7 @@ func bodyError(err error) error {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no typed error for unknown fields.
 		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return Errorf(CodeInvalidRequest, "unknown field %s (allowed: reason, expected_recovery)", field)
+		return Errorf(CodeInvalidRequest, "unknown field %s (allowed: reason, expected_recovery, deadline)", field)
 	default:
 		return Errorf(CodeInvalidRequest, "invalid JSON body: %v", err)
 	}
@@ -108,6 +120,7 @@ func (s *Server) newJob(r *http.Request, kind store.Kind, t trigger) store.NewJo
 		RemoteAddr:       c.RemoteAddr,
 		Reason:           t.reason,
 		ExpectedRecovery: t.expectedRecovery,
+		Deadline:         t.deadline,
 	}
 }
 

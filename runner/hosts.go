@@ -105,6 +105,7 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 			// action running, so a resumed job tries this host again.
 			return false
 		}
+		e.closeInterrupted(step, h.Name, ha.ID, ok)
 		if ok {
 			e.finishAction(ha.ID, store.ActionSucceeded, detail, "")
 			e.event("info", fmt.Sprintf("host %s off", h.Name), detail)
@@ -133,7 +134,7 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 		}
 	}
 
-	sent := e.sshPowerOff(step, h)
+	sent := e.sentBeforeRestart(step, h.Name) || e.sshPowerOff(step, h)
 	if h.BMC == nil {
 		if sent {
 			return finish(true, "power-off sent over SSH; no BMC to confirm", "")
@@ -155,6 +156,9 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 	if sent {
 		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff) {
 			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
+		}
+		if e.ctx.Err() != nil {
+			return finish(false, "", "interrupted")
 		}
 		e.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
 	}
@@ -186,6 +190,9 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host) bool {
 		return false
 	}
 	conn, err := e.r.deps.DialHost(e.ctx, h)
+	if err != nil && e.ctx.Err() != nil {
+		return false // service stopping: left running, retried on resume
+	}
 	if err != nil {
 		e.finishAction(a.ID, store.ActionFailed, "", "ssh: "+err.Error())
 		e.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), err.Error())
@@ -193,6 +200,9 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host) bool {
 	}
 	defer conn.Close()
 	if err := conn.PowerOff(e.ctx, h.SSH.PoweroffCommand); err != nil {
+		if e.ctx.Err() != nil {
+			return false // service stopping: left running, retried on resume
+		}
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		e.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
 		return false
@@ -209,6 +219,9 @@ func (e *exec) bmcPower(step store.Step, h config.Host, ctl PowerController, op 
 		return false
 	}
 	if err := f(e.ctx); err != nil {
+		if e.ctx.Err() != nil {
+			return false // service stopping: left running, retried on resume
+		}
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		return false
 	}
@@ -244,6 +257,11 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 		case <-e.ctx.Done():
 		case <-time.After(min(interval, time.Until(deadline)+time.Millisecond)):
 		}
+	}
+	if e.ctx.Err() != nil {
+		// The service is stopping: not a failed confirmation; the action
+		// stays running and the resumed job reads the power state again.
+		return false
 	}
 	msg := fmt.Sprintf("power state %s after %s", last, timeout)
 	if lastErr != nil {

@@ -145,7 +145,6 @@ func (e *exec) stepFinished(stepID int64) {
 }
 
 func (e *exec) jobFinished() {
-	e.finalDeadline()
 	e.observe(func(o Observer, j store.Job) { o.JobFinished(e.db(), j) })
 }
 

@@ -83,6 +83,12 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 			return store.StepFailed, "", fmt.Errorf("record action: %w", err)
 		}
 		out, err := e.runCached(conns, c)
+		if err != nil && e.ctx.Err() != nil {
+			// The service is stopping: the command's outcome is unknown, so
+			// the action stays running and the resumed job runs it again
+			// (every storage command is idempotent). No failure is invented.
+			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", i, len(plan)), e.ctx.Err()
+		}
 		if err != nil {
 			failed++
 			e.fail("storage %q on %s: %v", c.Command, c.Host, err)

@@ -152,15 +152,15 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		}
 	}
 
-	// Record the servers nothing will be sent to.
+	// Record the servers nothing will be sent to, in one transaction with
+	// the already-SHUTOFF ones below (one commit, not one per VM).
+	var recs []store.ActionRecord
 	record := func(list []openstack.Server, state store.ActionState, why func(openstack.Server) string) {
 		for _, s := range list {
 			if _, ok := done[s.ID]; ok {
 				continue
 			}
-			if _, err := e.r.store.RecordAction(e.db(), vmKey(e, step, s), state, why(s), ""); err != nil {
-				e.log.Error("record vm action", "vm", s.ID, "err", err)
-			}
+			recs = append(recs, store.ActionRecord{Key: vmKey(e, step, s), State: state, Detail: why(s)})
 		}
 	}
 	record(plan.excluded, store.ActionSkipped, func(openstack.Server) string { return "excluded by configuration" })
@@ -188,9 +188,17 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			if existing[s.ID] {
 				detail = "SHUTOFF (confirmed after restart)"
 			}
-			if _, err := e.r.store.RecordAction(e.db(), vmKey(e, step, s), store.ActionSucceeded, detail, ""); err != nil {
-				e.log.Error("record vm action", "vm", s.ID, "err", err)
-			}
+			recs = append(recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSucceeded, Detail: detail})
+		}
+	}
+	// Written after the os-stops are out (or now, if there are none):
+	// nothing waits on these rows, and the first stop should not wait on them.
+	recordRest := func() {
+		if len(recs) == 0 {
+			return
+		}
+		if _, err := e.r.store.RecordActions(e.db(), recs); err != nil {
+			e.log.Error("record vm actions", "count", len(recs), "err", err)
 		}
 	}
 
@@ -204,29 +212,45 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	offCount := total - len(toStop)
 	e.progress("Stopping OpenStack VMs (%d/%d off)", offCount, total)
 	if len(toStop) == 0 {
+		recordRest()
 		return e.vmStepResult(step, plan)
 	}
 
-	keys := make([]store.ActionKey, len(toStop))
-	for i, s := range toStop {
-		keys[i] = vmKey(e, step, s)
-	}
-	actions, err := e.r.store.BeginActions(e.db(), keys, "sending os-stop")
-	if err != nil {
-		return store.StepFailed, "", fmt.Errorf("record vm actions: %w", err)
-	}
+	// The actions are recorded in batches by a goroutine running ahead of
+	// the sends: the first os-stop leaves after one small transaction
+	// instead of one covering every VM (half a second at 2,000 VMs), and
+	// later batches are written while earlier stops are in flight. Every
+	// VM's action is still on disk before its os-stop is sent.
 	pending := make(map[string]*vmState, len(toStop))
-	for i, s := range toStop {
-		pending[s.ID] = &vmState{server: s, actionID: actions[i].ID}
-	}
-
 	w := newStopper(e, cloud, cfg.Concurrency)
-	for _, s := range toStop {
-		if e.stopping() {
+	for b := range e.recordStops(step, toStop, cfg.Concurrency) {
+		if b.err != nil {
+			if len(pending) == 0 {
+				recordRest()
+				return store.StepFailed, "", fmt.Errorf("record vm actions: %w", b.err)
+			}
+			// Some stops are out: keep polling those, fail the job.
+			e.fail("record vm actions: %v", b.err)
 			break
 		}
-		w.send(s.ID)
+		for i, s := range b.servers {
+			pending[s.ID] = &vmState{server: s, actionID: b.actions[i].ID}
+		}
+		for _, s := range b.servers {
+			if e.stopping() {
+				break
+			}
+			if s.TaskState == "powering-off" {
+				// Already stopping (our os-stop from before a restart): a
+				// second one could reach Nova after the VM is SHUTOFF. Wait;
+				// if it comes back idle and still on, the poll loop asks again.
+				pending[s.ID].conflict = true
+				continue
+			}
+			w.send(s.ID)
+		}
 	}
+	recordRest()
 
 	deadline := time.Now().Add(cfg.StopTimeout)
 	poll := time.NewTicker(cfg.PollInterval)
@@ -348,6 +372,43 @@ func (e *exec) vmStepResult(step store.Step, plan vmPlan) (store.StepState, stri
 		return store.StepFailed, detail, fmt.Errorf("%d VMs not stopped", failed)
 	}
 	return store.StepSucceeded, detail, nil
+}
+
+// stopBatch is one batch of VM actions recorded as running.
+type stopBatch struct {
+	servers []openstack.Server
+	actions []store.Action
+	err     error
+}
+
+// recordStops records the os-stop actions of servers in batches, the first
+// one the size of the send concurrency, then doubling up to 500 rows, and
+// delivers each batch once it is committed. The channel holds every batch,
+// so the goroutine never blocks on a reader that stopped early; it ends
+// after the first error.
+func (e *exec) recordStops(step store.Step, servers []openstack.Server, first int) <-chan stopBatch {
+	var batches [][]openstack.Server
+	for size := max(first, 1); len(servers) > 0; size = min(size*2, 500) {
+		n := min(size, len(servers))
+		batches = append(batches, servers[:n])
+		servers = servers[n:]
+	}
+	ch := make(chan stopBatch, len(batches))
+	go func() {
+		defer close(ch)
+		for _, list := range batches {
+			keys := make([]store.ActionKey, len(list))
+			for i, s := range list {
+				keys[i] = vmKey(e, step, s)
+			}
+			actions, err := e.r.store.BeginActions(e.db(), keys, "sending os-stop")
+			ch <- stopBatch{servers: list, actions: actions, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 // vmState tracks one server being stopped.

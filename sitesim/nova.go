@@ -92,6 +92,10 @@ type Nova struct {
 	projNames map[string]string // id -> name
 	tokens    map[string]novaToken
 	stopsByID map[string]int
+	// stopTimes and shutoffAt let crash tests prove that no os-stop ever
+	// reached a server after it was SHUTOFF.
+	stopTimes map[string][]time.Time
+	shutoffAt map[string]time.Time
 	requests  int
 	lists     int
 	shows     int
@@ -147,6 +151,8 @@ func NewNova(opts NovaOptions) *Nova {
 		projNames: map[string]string{},
 		tokens:    map[string]novaToken{},
 		stopsByID: map[string]int{},
+		stopTimes: map[string][]time.Time{},
+		shutoffAt: map[string]time.Time{},
 	}
 	n.addProject(opts.ProjectName)
 	for _, p := range opts.Projects {
@@ -296,6 +302,22 @@ func (n *Nova) StopRequestsFor(id string) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.stopsByID[id]
+}
+
+// StopTimesFor returns when each os-stop POST for one server id arrived,
+// oldest first.
+func (n *Nova) StopTimesFor(id string) []time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]time.Time(nil), n.stopTimes[id]...)
+}
+
+// ShutoffAt returns when an os-stop took a server to SHUTOFF (zero if none
+// did; a server SHUTOFF from the start has no time).
+func (n *Nova) ShutoffAt(id string) time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.shutoffAt[id]
 }
 
 // ListRequests counts authenticated server list requests (one per page),
@@ -893,6 +915,7 @@ func (n *Nova) stop(w http.ResponseWriter, id string) (int, string) {
 	defer n.mu.Unlock()
 	n.stops++
 	n.stopsByID[id]++
+	n.stopTimes[id] = append(n.stopTimes[id], time.Now())
 	if n.injectFault(w) {
 		return 0, ""
 	}
@@ -930,6 +953,7 @@ func (n *Nova) finishStop(vm *novaVM, gen int) {
 	vm.updated = time.Now().UTC()
 	if !vm.NeverStops {
 		vm.Status = "SHUTOFF"
+		n.shutoffAt[vm.ID] = time.Now()
 	}
 }
 

@@ -1,6 +1,7 @@
 package sitesim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,9 @@ type HostSpec struct {
 	BMCDown bool
 	// SudoDenied makes `sudo -n true` fail.
 	SudoDenied bool
+	// PowerOffDelay overrides Options.PowerOffDelay for this host, so a
+	// benchmark site can have hosts that take different times to go down.
+	PowerOffDelay time.Duration
 }
 
 // Options shape a simulated site: its size, its latencies and its faults.
@@ -181,7 +185,7 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 		s.Hosts = append(s.Hosts, h)
 		h.SSH, err = NewSSHHost(SSHHostOptions{
 			Name: spec.Name, Machine: h.Machine, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
-			PowerOffDelay: opts.PowerOffDelay, IgnorePowerOff: spec.IgnorePowerOff,
+			PowerOffDelay: cmp.Or(spec.PowerOffDelay, opts.PowerOffDelay), IgnorePowerOff: spec.IgnorePowerOff,
 			Latency: opts.SSHLatency, SudoDenied: spec.SudoDenied,
 		})
 		if err != nil {

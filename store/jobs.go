@@ -51,6 +51,8 @@ type Job struct {
 	CreatedAt        time.Time // the API's start_time
 	StartedAt        *time.Time
 	FinishedAt       *time.Time
+	Deadline         *time.Time // when the caller needs the job done, if it said
+	OnTrack          *bool      // nil while unknown; see SetOnTrack
 }
 
 // NewJob is what a request says about a job to create.
@@ -60,6 +62,7 @@ type NewJob struct {
 	RemoteAddr       string
 	Reason           string
 	ExpectedRecovery *time.Time
+	Deadline         *time.Time
 }
 
 // JobFilter selects jobs for ListJobs; zero fields do not filter.
@@ -77,7 +80,7 @@ const (
 )
 
 const jobColumns = `id, kind, state, token_name, remote_addr, reason, expected_recovery,
-	current_step, error, cancel_requested, created_at, started_at, finished_at`
+	current_step, error, cancel_requested, created_at, started_at, finished_at, deadline, on_track`
 
 const activeStates = `('pending', 'running')`
 
@@ -88,11 +91,19 @@ func scanJob(sc scanner) (Job, error) {
 	var (
 		j                                    Job
 		expected, created, started, finished sql.NullString
+		deadline                             sql.NullString
+		onTrack                              sql.NullBool
 	)
 	err := sc.Scan(&j.ID, &j.Kind, &j.State, &j.TokenName, &j.RemoteAddr, &j.Reason, &expected,
-		&j.CurrentStep, &j.Error, &j.CancelRequested, &created, &started, &finished)
+		&j.CurrentStep, &j.Error, &j.CancelRequested, &created, &started, &finished, &deadline, &onTrack)
 	if err != nil {
 		return Job{}, err
+	}
+	if j.Deadline, err = parseNullTime(deadline); err != nil {
+		return Job{}, err
+	}
+	if onTrack.Valid {
+		j.OnTrack = &onTrack.Bool
 	}
 	if j.CreatedAt, err = parseTime(created.String); err != nil {
 		return Job{}, err
@@ -182,9 +193,13 @@ func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, now time.Time) (Job, 
 		t := job.ExpectedRecovery.UTC().Truncate(time.Microsecond)
 		job.ExpectedRecovery = &t
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now))
+	if nj.Deadline != nil {
+		t := nj.Deadline.UTC().Truncate(time.Microsecond)
+		job.Deadline = &t
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at, deadline)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now), nullTime(job.Deadline))
 	if isUnique(err) {
 		return Job{}, ErrJobRunning
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -32,6 +33,10 @@ type Main struct {
 	// Metrics and Notifier observe the runner (see observer in wire.go).
 	Metrics  *metrics.Metrics
 	Notifier *notify.Notifier
+
+	// readHeaderTimeout overrides how long a client may take to send its
+	// request headers (default 10 s); tests shorten it.
+	readHeaderTimeout time.Duration
 
 	ln         net.Listener
 	srv        *http.Server
@@ -76,7 +81,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.srv = &http.Server{
 		Handler:           api,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cmp.Or(m.readHeaderTimeout, 10*time.Second),
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
