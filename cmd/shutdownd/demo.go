@@ -143,6 +143,10 @@ Try:
   curl -sN -H "auth-token: $TOKEN" %[8]s/jobs/1/events
   curl -s %[8]s/healthz
 
+History in a browser: %[8]s/history (log in with the token above)
+Metrics: curl -s -H "auth-token: $TOKEN" %[8]s/metrics
+API document: %[8]s/openapi.yaml
+
 Press Ctrl-C to stop.
 `, d.Site.Nova.URL(), len(vms), len(d.Site.Opts.Projects), len(d.Site.Hosts), filepath.Join(d.dir, "shutdownd.yaml"), d.Config.Database, tok, url)
 }

@@ -43,7 +43,7 @@ func isHelpArg(s string) bool {
 // groupHelp answers -h given to a command that takes an action first
 // (token, client), before any flag set exists.
 func groupHelp(args []string) (string, bool) {
-	if len(args) == 2 && isHelpArg(args[1]) && (args[0] == "token" || args[0] == "client") {
+	if len(args) == 2 && isHelpArg(args[1]) && (args[0] == "token" || args[0] == "client" || args[0] == "audit") {
 		return commandHelp[args[0]], true
 	}
 	return "", false
@@ -154,6 +154,58 @@ serve also migrates at start; this is for checking before an upgrade.
 Examples:
   shutdownd migrate status --config /etc/shutdownd/shutdownd.yaml
   shutdownd migrate up --database /var/lib/shutdownd/shutdownd.db
+`,
+	"audit": `Usage: shutdownd audit jobs|job ID|failures|verify [flags]
+
+Post-incident reports over the store. The database is opened read-only and
+never migrated: an audit never changes the record and works while the
+service runs. Reports:
+  jobs                 jobs newest first: kind, state, trigger, reason, counts
+  job ID               one job's timeline: steps, every target action, events
+  failures             every failed target action, with its error
+  verify               check each job's event hash chain (tampering shows)
+
+Examples:
+  shutdownd audit jobs --config /etc/shutdownd/shutdownd.yaml --kind shutdown
+  shutdownd audit job 42 --database /var/lib/shutdownd/shutdownd.db --format csv > job42.csv
+  shutdownd audit failures --format json | jq .
+  shutdownd audit verify --config /etc/shutdownd/shutdownd.yaml
+
+Run 'shutdownd audit REPORT -h' for the flags of a report.
+`,
+	"audit jobs": `Usage: shutdownd audit jobs [--kind K] [--state S] [--limit N] [--before ID] [--format table|json|csv]
+
+Jobs newest first: kind, state, who triggered it and from where, reason,
+start, duration, targets done and failed. Read-only.
+
+Examples:
+  shutdownd audit jobs --config /etc/shutdownd/shutdownd.yaml --kind shutdown --limit 10
+`,
+	"audit job": `Usage: shutdownd audit job ID [--format table|json|csv]
+
+One job's timeline: its steps with durations, every target action (VM,
+storage command, host, BMC operation) with state, attempts, timings and
+error, and the event log. Read-only.
+
+Examples:
+  shutdownd audit job 42 --config /etc/shutdownd/shutdownd.yaml
+  shutdownd audit job 42 --format json > job42.json
+`,
+	"audit failures": `Usage: shutdownd audit failures [--kind K] [--limit N] [--format table|json|csv]
+
+Every failed target action of the selected jobs, with its error. Read-only.
+
+Examples:
+  shutdownd audit failures --config /etc/shutdownd/shutdownd.yaml --kind shutdown
+`,
+	"audit verify": `Usage: shutdownd audit verify [--format table|json|csv]
+
+Recompute every job's event hash chain and report any job whose events were
+changed, removed or reordered after the fact. Exit status 1 when a chain is
+broken. Read-only.
+
+Examples:
+  shutdownd audit verify --database /var/lib/shutdownd/shutdownd.db
 `,
 	"client": `Usage: shutdownd client ACTION [flags]
 

@@ -23,6 +23,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		{"token"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
 		{"client"}, {"client", "simulate"}, {"client", "shutdown"}, {"client", "status"},
 		{"client", "jobs"}, {"client", "job"}, {"client", "cancel"},
+		{"audit"}, {"audit", "jobs"}, {"audit", "job"}, {"audit", "failures"}, {"audit", "verify"},
 	}
 	for _, c := range cmds {
 		for _, form := range [][]string{
@@ -42,7 +43,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 				t.Errorf("%v: help wrote to stderr: %s", form, errOut)
 			}
 			// Commands with a flag set list their flags.
-			if len(c) > 1 || (c[0] != "token" && c[0] != "client") {
+			if len(c) > 1 || (c[0] != "token" && c[0] != "client" && c[0] != "audit") {
 				if !strings.Contains(out, "\nFlags:\n") {
 					t.Errorf("%v: no flags listed:\n%s", form, out)
 				}

@@ -58,21 +58,37 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.Store = st
 	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Deps: m.Deps, Observer: m.observer(ctx, st)})
-
-	if err := m.Runner.Settle(ctx); err != nil {
+	// Any failure from here on undoes what was started: the notifier's
+	// delivery goroutine and the store, so a failed start leaves nothing
+	// running (tests start and fail services many times in one process).
+	fail := func(ln net.Listener, err error) error {
+		if ln != nil {
+			ln.Close()
+		}
+		if m.Notifier != nil {
+			m.Notifier.Close()
+		}
 		st.Close()
 		return err
+	}
+
+	if err := m.Runner.Settle(ctx); err != nil {
+		return fail(nil, err)
 	}
 	ln, err := net.Listen("tcp", m.Config.Listen)
 	if err != nil {
-		st.Close()
-		return fmt.Errorf("listen %s: %w", m.Config.Listen, err)
+		return fail(nil, fmt.Errorf("listen %s: %w", m.Config.Listen, err))
 	}
 	api, err := m.handler(st)
 	if err != nil {
-		ln.Close()
-		st.Close()
-		return err
+		return fail(ln, err)
+	}
+	if m.Config.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(m.Config.TLS.CertFile, m.Config.TLS.KeyFile)
+		if err != nil {
+			return fail(ln, fmt.Errorf("load TLS certificate: %w", err))
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	// Requests (event streams above all) get a context that Close cancels:
 	// http.Server.Shutdown does not end streams by itself.
@@ -86,15 +102,6 @@ func (m *Main) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
-	}
-	if m.Config.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(m.Config.TLS.CertFile, m.Config.TLS.KeyFile)
-		if err != nil {
-			ln.Close()
-			st.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	m.ln = ln
 
