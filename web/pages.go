@@ -45,10 +45,13 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format(time.RFC3339Nano)
 	},
-	"ptr":  func(t time.Time) *time.Time { return &t },
-	"tsv":  func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
-	"isov": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
-	"dur":  fmtDuration,
+	"ptr": func(t time.Time) *time.Time { return &t },
+	// deref reads an optional flag (a job's on_track) that the template has
+	// already checked for nil.
+	"deref": func(b *bool) bool { return b != nil && *b },
+	"tsv":   func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
+	"isov":  func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"dur":   fmtDuration,
 	"icon": func(state any) string {
 		switch fmt.Sprint(state) {
 		case "succeeded":

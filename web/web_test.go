@@ -269,3 +269,47 @@ func readAll(t *testing.T, resp *http.Response) string {
 	}
 	return b.String()
 }
+
+// TestDeadlineShown: a job created with a deadline shows it, and whether it
+// is on track, on its page and in the list; a missed deadline is marked as a
+// failure is.
+func TestDeadlineShown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	// A job without a deadline says nothing about one.
+	plain := finishedJob(t, e.st, "weekly check", map[string]string{"compute-01": ""})
+	deadline := time.Date(2025, 6, 24, 8, 0, 0, 0, time.UTC)
+	behind, _, err := e.st.CreateShutdown(ctx, store.NewJob{TokenName: "ups", Deadline: &deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.StartJob(ctx, behind.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := e.loggedIn(t)
+	_, body := e.get(t, c, fmt.Sprintf("/history/%d", behind.ID))
+	mustContain(t, body, "<dt>Deadline</dt>", `datetime="2025-06-24T08:00:00Z"`, "on track: not known yet")
+
+	if _, err := e.st.SetOnTrack(ctx, behind.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	_, body = e.get(t, c, fmt.Sprintf("/history/%d", behind.ID))
+	mustContain(t, body, `class="bad deadline-miss"`, "not on track")
+	_, list := e.get(t, c, "/history")
+	mustContain(t, list, "(deadline at risk)")
+
+	if _, err := e.st.SetOnTrack(ctx, behind.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, body = e.get(t, c, fmt.Sprintf("/history/%d", behind.ID))
+	mustContain(t, body, `class="ok deadline-ok"`, "on track")
+	if strings.Contains(body, "deadline-miss") {
+		t.Error("an on-track job is shown as missing its deadline")
+	}
+
+	_, body = e.get(t, c, fmt.Sprintf("/history/%d", plain.ID))
+	if strings.Contains(body, "Deadline") {
+		t.Error("a job without a deadline shows one")
+	}
+}
