@@ -34,6 +34,9 @@ const callerKey ctxKey = 0
 type Caller struct {
 	Token      store.Token
 	RemoteAddr string // client IP after X-Forwarded-For resolution
+	// view is the store as of the request's arrival; the status handlers
+	// read through it, so one data_version read serves the whole request.
+	view store.View
 }
 
 // CallerFrom returns the caller put in the context by Authenticate.
@@ -80,19 +83,26 @@ func checkScope(t store.Token, scope string) error {
 }
 
 // authenticate returns the caller or an *Error. The secret is never compared
-// directly: it is hashed (SHA-256) and the hash is looked up by equality in
-// the tokens table. Any timing difference of that lookup depends on the
-// hash, which an attacker cannot steer byte by byte towards a stored one
-// (preimage resistance), so it leaks nothing usable about the secret;
-// this is why no constant-time comparison appears here. The secret itself
-// never reaches a log or an error message.
+// directly: it is hashed (SHA-256) and the hash is looked up by equality,
+// in the store's token cache (a map keyed by the hash) or in the tokens
+// table. Any timing difference of either lookup depends on the hash, which
+// an attacker cannot steer byte by byte towards a stored one (preimage
+// resistance), so it leaks nothing usable about the secret; this is why no
+// constant-time comparison appears here. The secret itself never reaches a
+// log or an error message.
+//
+// The cache is as fresh as the database for every request (store/cache.go):
+// a token revoked or changed by any process, the CLI included, is refused
+// from the first request that arrives after the change was committed.
+// Expiry is checked here against the request's time, never cached.
 func (s *Server) authenticate(r *http.Request) (Caller, error) {
 	ctx := r.Context()
 	secret := tokenFromRequest(r)
 	if secret == "" {
 		return Caller{}, Errorf(CodeMissingToken, "missing API token: send header auth-token or Authorization: Bearer")
 	}
-	tok, err := s.store.TokenByHash(ctx, store.HashToken(secret))
+	view := s.view()
+	tok, err := view.TokenByHash(ctx, store.HashToken(secret))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Caller{}, Errorf(CodeInvalidToken, "invalid API token")
@@ -110,13 +120,48 @@ func (s *Server) authenticate(r *http.Request) (Caller, error) {
 	if len(tok.CIDRs) > 0 && !s.ipAllowed(ctx, tok, ip) {
 		return Caller{}, Errorf(CodeUnauthorizedNetwork, "API token %q is not allowed from %s", tok.Name, ip)
 	}
-	if tok.LastUsedAt == nil || now.Sub(*tok.LastUsedAt) >= touchInterval {
+	if s.touchDue(tok, now) {
 		// Best effort: a failed bookkeeping write must not refuse a shutdown.
 		if err := s.store.TouchToken(ctx, tok.ID); err != nil {
 			s.logger.LogAttrs(ctx, slog.LevelWarn, "touch token", slog.String("token", tok.Name), slog.Any("err", err))
 		}
 	}
-	return Caller{Token: tok, RemoteAddr: ip.String()}, nil
+	return Caller{Token: tok, RemoteAddr: ip.String(), view: view}, nil
+}
+
+// view returns the store's View for a request that just arrived.
+func (s *Server) view() store.View {
+	if s.uncached {
+		return s.store.DirectView()
+	}
+	return s.store.View()
+}
+
+// viewFor returns the View authentication took for r, or a new one.
+func (s *Server) viewFor(r *http.Request) store.View {
+	if c, ok := CallerFrom(r.Context()); ok && c.view != (store.View{}) {
+		return c.view
+	}
+	return s.view()
+}
+
+// touchDue reports whether this request should record last_used_at, at most
+// once per touchInterval per token. The time of the last touch is kept in
+// memory, because a cached token's LastUsedAt is not refreshed by the touch
+// itself; concurrent requests do not queue for the same touch: the first
+// one claims it.
+func (s *Server) touchDue(tok store.Token, now time.Time) bool {
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
+	last, ok := s.touched[tok.ID]
+	if !ok && tok.LastUsedAt != nil {
+		last, ok = *tok.LastUsedAt, true
+	}
+	if ok && now.Sub(last) < touchInterval {
+		return false
+	}
+	s.touched[tok.ID] = now
+	return true
 }
 
 // tokenFromRequest reads the auth-token header (the existing API's) or a

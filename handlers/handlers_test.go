@@ -27,6 +27,7 @@ func (k *kickCounter) Kick() { k.n.Add(1) }
 
 type env struct {
 	t     *testing.T
+	path  string // the database file
 	st    *store.Store
 	srv   *httptest.Server
 	api   *Server
@@ -37,7 +38,8 @@ type env struct {
 func newEnv(t *testing.T, mod func(*Options)) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "shutdownd.db"))
+	path := filepath.Join(t.TempDir(), "shutdownd.db")
+	st, err := store.Open(ctx, path)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -50,7 +52,7 @@ func newEnv(t *testing.T, mod func(*Options)) *env {
 	api := New(opts)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: st, srv: srv, api: api, kicks: k}
+	return &env{t: t, path: path, st: st, srv: srv, api: api, kicks: k}
 }
 
 // token creates a token and returns its secret.

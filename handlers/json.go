@@ -39,16 +39,27 @@ type envelope struct {
 // messages containing "<" or "&" read as written; the content type is JSON
 // with nosniff, so no browser interprets it as markup.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, ok := encodeJSON(v)
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	writeBody(w, status, body)
+}
+
+// encodeJSON encodes v as writeJSON sends it; ok is false (and the body the
+// internal_error envelope) for an unencodable value, a programming error.
+func encodeJSON(v any) (body []byte, ok bool) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		// Only reachable with an unencodable value: a programming error.
-		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"data":null,"error":"internal error","code":"internal_error","status":"error"}`)
+		return []byte(`{"data":null,"error":"internal error","code":"internal_error","status":"error"}`), false
 	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), true
+}
+
+// writeBody sends an encoded JSON body with the headers of every answer.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")

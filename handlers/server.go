@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -51,6 +53,15 @@ type Server struct {
 	heartbeat      time.Duration // SSE keep-alive comment period
 	router         *mux.Router
 	authLimit      *authLimiter
+
+	// uncached makes every request read the database as before the cache
+	// (store.DirectView); only benchmarks set it, to compare.
+	uncached bool
+	touchMu  sync.Mutex
+	touched  map[int64]time.Time // token id -> last last_used_at write
+	// statusBodies memoizes the rendered status answer per kind (see
+	// statusHandler).
+	statusBodies [2]atomic.Pointer[statusBody]
 }
 
 // New builds the API server with all its routes.
@@ -64,6 +75,7 @@ func New(opts Options) *Server {
 		now:            opts.Now,
 		heartbeat:      15 * time.Second,
 		router:         mux.NewRouter(),
+		touched:        make(map[int64]time.Time),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)

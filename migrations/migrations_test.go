@@ -53,7 +53,8 @@ func TestUpDownUp(t *testing.T) {
 	}
 	want := []string{"actions", "actions_job", "actions_key", "events", "events_append_only_delete",
 		"events_append_only_update", "events_hash_chain", "events_job_id", "jobs", "jobs_kind_id", "jobs_one_active",
-		"sessions", "sessions_expires", "steps", "tokens"}
+		"sessions", "sessions_expires", "steps", "token_generation", "tokens", "tokens_generation_delete",
+		"tokens_generation_insert", "tokens_generation_update"}
 
 	for round := range 2 {
 		if _, err := p.Up(ctx); err != nil {

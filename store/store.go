@@ -56,6 +56,9 @@ type Store struct {
 	r    *sql.DB // readers
 	subs *broadcaster
 	now  func() time.Time // tests may replace it
+	// cache answers the API's hot reads from memory (cache.go); nil on a
+	// read-only store, whose Views then read the database.
+	cache *cache
 }
 
 // Open creates the database file (mode 0600) if needed, opens it and applies
@@ -75,6 +78,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := restrictFiles(path); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.cache, err = openCache(ctx, path); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open database %s: cache connection: %w", path, err)
 	}
 	return s, nil
 }
@@ -133,9 +140,13 @@ func restrictFiles(path string) error {
 	return nil
 }
 
-// Close closes both pools.
+// Close closes both pools and the cache's connection.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	var cerr error
+	if s.cache != nil {
+		cerr = s.cache.close()
+	}
+	return errors.Join(cerr, s.r.Close(), s.w.Close())
 }
 
 // Ping checks that the database answers a query, for /healthz.
