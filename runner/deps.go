@@ -14,6 +14,9 @@ import (
 // client was authenticated.
 type Cloud interface {
 	ListServers(ctx context.Context) ([]openstack.Server, error)
+	// ListServerPages hands over each page of the listing as it arrives
+	// (see openstack.Client.ListServerPages).
+	ListServerPages(ctx context.Context, sizes []int, fn func([]openstack.Server) error) error
 	Stop(ctx context.Context, id string) error
 }
 

@@ -196,6 +196,12 @@ func (c observedCloud) ListServers(ctx context.Context) ([]openstack.Server, err
 	return s, err
 }
 
+func (c observedCloud) ListServerPages(ctx context.Context, sizes []int, fn func([]openstack.Server) error) error {
+	err := c.Cloud.ListServerPages(ctx, sizes, fn)
+	c.o.PeerCall(PeerNova, "list-servers", err)
+	return err
+}
+
 func (c observedCloud) Stop(ctx context.Context, id string) error {
 	err := c.Cloud.Stop(ctx, id)
 	c.o.PeerCall(PeerNova, "stop", err)

@@ -37,6 +37,7 @@ type Runner struct {
 
 	kick   chan struct{}
 	settle sync.Once
+	warm   cloudWarmer // an authenticated OpenStack client for the next shutdown
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -96,6 +97,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Settle(ctx); err != nil {
 		return err
 	}
+	go r.keepCloudWarm(ctx)
 	for {
 		if ctx.Err() != nil {
 			return nil

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeops/shutdownd/runner/openstack"
@@ -23,9 +24,20 @@ const (
 // openCloudFor authenticates, recording retries as events so an operator can
 // see a flaky Nova in the job's log.
 func (e *exec) openCloudFor() (Cloud, error) {
-	return e.r.deps.OpenCloud(e.ctx, e.r.cfg.OpenStack, func(op string, attempt int, err error) {
-		e.event("warn", fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
-	})
+	return e.r.deps.OpenCloud(e.ctx, e.r.cfg.OpenStack, e.retryEvent)
+}
+
+func (e *exec) retryEvent(op string, attempt int, err error) {
+	e.event("warn", fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
+}
+
+// shutdownCloud takes the client the runner authenticated ahead of time
+// (see cloudWarmer), or authenticates now if none is ready.
+func (e *exec) shutdownCloud() (Cloud, error) {
+	if c := e.r.warm.take(e.r.cfg.OpenStack.CloudsFile, e.retryEvent); c != nil {
+		return c, nil
+	}
+	return e.openCloudFor()
 }
 
 func (e *exec) excluded(s openstack.Server) bool {
@@ -120,118 +132,76 @@ func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
 	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "vm", Target: s.Name, TargetID: s.ID, Operation: "os-stop"}
 }
 
+// listPageSizes are the limits of the successive list requests of a
+// shutdown: a first page small enough that Nova renders it at once, so the
+// first os-stop leaves within milliseconds, a second one that keeps the
+// senders busy while the third, of Nova's full page size (no limit), is
+// rendered. Each server's decision is its own, so nothing waits for the
+// whole listing.
+var listPageSizes = []int{50, 200, 0}
+
 // openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
 // polling the server list (one request per poll for all servers, never one
-// GET per VM). It is idempotent: after a restart it re-lists, leaves alone
-// what is already SHUTOFF and stops what is still on.
+// GET per VM). It stops the servers of the first page while the next pages
+// load. It is idempotent: after a restart it re-lists, leaves alone what is
+// already SHUTOFF and stops what is still on.
 func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	cfg := e.r.cfg.OpenStack
-	e.progress("Stopping OpenStack VMs: authenticating")
-	cloud, err := e.openCloudFor()
+	e.progress("Stopping OpenStack VMs: authenticating and listing servers")
+	cloud, err := e.shutdownCloud()
 	if err != nil {
 		e.fail("openstack: %v", err)
 		return store.StepFailed, "", err
 	}
-	e.progress("Stopping OpenStack VMs: listing servers")
-	servers, err := cloud.ListServers(e.ctx)
-	if err != nil {
-		e.fail("openstack: %v", err)
-		return store.StepFailed, "", err
-	}
-	plan := e.classify(servers)
-	e.event("info", "listed servers", plan.summary())
 
+	// The listing runs on its own goroutine and hands over each page; the
+	// recorder below takes them as they come.
+	lctx, stopListing := context.WithCancel(e.ctx)
+	defer stopListing()
+	pages := make(chan []openstack.Server, 16)
+	listed := make(chan error, 1)
+	go func() {
+		defer close(pages)
+		listed <- cloud.ListServerPages(lctx, listPageSizes, func(p []openstack.Server) error {
+			select {
+			case pages <- p:
+				return nil
+			case <-lctx.Done():
+				return lctx.Err()
+			}
+		})
+	}()
+
+	// Read while the first page is in flight.
 	prior, err := e.r.store.StepActions(e.db(), step.ID)
 	if err != nil {
+		stopListing()
+		<-listed
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
-	done := map[string]store.Action{} // by server ID: actions already final
+	rec := &vmRecorder{e: e, step: step, done: map[string]bool{}, existing: map[string]bool{}, seen: map[string]bool{}}
+	rec.plan.byStatus = map[string]int{}
 	for _, a := range prior {
-		if a.TargetKind == "vm" && actionFinal(a.State) {
-			done[a.TargetID] = a
-		}
-	}
-
-	// Record the servers nothing will be sent to, in one transaction with
-	// the already-SHUTOFF ones below (one commit, not one per VM).
-	var recs []store.ActionRecord
-	record := func(list []openstack.Server, state store.ActionState, why func(openstack.Server) string) {
-		for _, s := range list {
-			if _, ok := done[s.ID]; ok {
-				continue
-			}
-			recs = append(recs, store.ActionRecord{Key: vmKey(e, step, s), State: state, Detail: why(s)})
-		}
-	}
-	record(plan.excluded, store.ActionSkipped, func(openstack.Server) string { return "excluded by configuration" })
-	record(plan.skipped, store.ActionSkipped, func(s openstack.Server) string { return "skipped: status " + s.Status })
-
-	// Servers already SHUTOFF: an action still running from before a
-	// restart is completed; otherwise the VM was off before we came.
-	var offNew []openstack.Server
-	for _, s := range plan.off {
-		if _, ok := done[s.ID]; ok {
+		if a.TargetKind != "vm" {
 			continue
 		}
-		offNew = append(offNew, s)
-	}
-	if len(offNew) > 0 {
-		// Only rows that exist from a previous run were stopped by us.
-		existing := map[string]bool{}
-		for _, a := range prior {
-			if a.TargetKind == "vm" {
-				existing[a.TargetID] = true
-			}
-		}
-		for _, s := range offNew {
-			detail := "already SHUTOFF"
-			if existing[s.ID] {
-				detail = "SHUTOFF (confirmed after restart)"
-			}
-			recs = append(recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSucceeded, Detail: detail})
-		}
-	}
-	// Written after the os-stops are out (or now, if there are none):
-	// nothing waits on these rows, and the first stop should not wait on them.
-	recordRest := func() {
-		if len(recs) == 0 {
-			return
-		}
-		if _, err := e.r.store.RecordActions(e.db(), recs); err != nil {
-			e.log.Error("record vm actions", "count", len(recs), "err", err)
+		rec.existing[a.TargetID] = true // only rows of a previous run were stopped by us
+		if actionFinal(a.State) {
+			rec.done[a.TargetID] = true
 		}
 	}
 
-	var toStop []openstack.Server
-	for _, s := range plan.stop {
-		if _, ok := done[s.ID]; !ok {
-			toStop = append(toStop, s)
-		}
-	}
-	total := len(plan.stop) + len(plan.off)
-	offCount := total - len(toStop)
-	e.progress("Stopping OpenStack VMs (%d/%d off)", offCount, total)
-	if len(toStop) == 0 {
-		recordRest()
-		return e.vmStepResult(step, plan)
-	}
-
-	// The actions are recorded in batches by a goroutine running ahead of
-	// the sends: the first os-stop leaves after one small transaction
-	// instead of one covering every VM (half a second at 2,000 VMs), and
+	// The actions are recorded in batches by the recorder, running ahead of
+	// the sends: the first os-stop leaves after one small transaction, and
 	// later batches are written while earlier stops are in flight. Every
-	// VM's action is still on disk before its os-stop is sent.
-	pending := make(map[string]*vmState, len(toStop))
+	// VM's action is on disk before its os-stop is sent.
+	pending := map[string]*vmState{}
 	w := newStopper(e, cloud, cfg.Concurrency)
-	for b := range e.recordStops(step, toStop, cfg.Concurrency) {
+	var recordErr error
+	for b := range rec.run(pages, cfg.Concurrency, stopListing) {
 		if b.err != nil {
-			if len(pending) == 0 {
-				recordRest()
-				return store.StepFailed, "", fmt.Errorf("record vm actions: %w", b.err)
-			}
-			// Some stops are out: keep polling those, fail the job.
-			e.fail("record vm actions: %v", b.err)
-			break
+			recordErr = b.err
+			continue
 		}
 		for i, s := range b.servers {
 			pending[s.ID] = &vmState{server: s, actionID: b.actions[i].ID}
@@ -250,7 +220,45 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			w.send(s.ID)
 		}
 	}
-	recordRest()
+	listErr := <-listed
+	if rec.stoppedListing.Load() {
+		listErr = nil // we ended it: cancel or a failed write
+	}
+	plan := rec.plan
+	// Written after the os-stops are out: nothing waits on these rows, and
+	// the stops should not wait on them.
+	if len(rec.recs) > 0 {
+		if _, err := e.r.store.RecordActions(e.db(), rec.recs); err != nil {
+			e.log.Error("record vm actions", "count", len(rec.recs), "err", err)
+		}
+	}
+	if e.ctx.Err() != nil {
+		// Preempted or the service is stopping, maybe mid-listing: what
+		// was sent is recorded; a shutdown resumes the step after restart.
+		w.wait()
+		e.applyStopResults(w.drain(), pending)
+		return store.StepCancelled, "", e.ctx.Err()
+	}
+	switch {
+	case recordErr != nil && len(pending) == 0:
+		w.close()
+		return store.StepFailed, "", fmt.Errorf("record vm actions: %w", recordErr)
+	case recordErr != nil:
+		// Some stops are out: keep polling those, fail the job.
+		e.fail("record vm actions: %v", recordErr)
+	}
+	if listErr != nil {
+		e.fail("openstack: %v", listErr)
+		if len(pending) == 0 {
+			w.close()
+			return store.StepFailed, "", listErr
+		}
+		e.event("error", fmt.Sprintf("listing servers failed after %d servers; waiting for the %d stops already sent", plan.total, len(pending)), listErr.Error())
+	} else if listErr == nil && !rec.stoppedListing.Load() {
+		e.event("info", "listed servers", plan.summary())
+	}
+	total := len(plan.stop) + len(plan.off)
+	e.progress("Stopping OpenStack VMs (%d/%d off)", total-len(pending), total)
 
 	deadline := time.Now().Add(cfg.StopTimeout)
 	poll := time.NewTicker(cfg.PollInterval)
@@ -345,7 +353,13 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			e.event("error", fmt.Sprintf("%d VMs not stopped at the timeout; continuing, the hosts going down stops them", len(pending)))
 		}
 	}
-	return e.vmStepResult(step, plan)
+	state, detail, err := e.vmStepResult(step, plan)
+	if listErr != nil && state == store.StepSucceeded {
+		// The servers past the failed page were never seen, let alone
+		// stopped; the hosts going down stops them.
+		return store.StepFailed, detail, listErr
+	}
+	return state, detail, err
 }
 
 func (e *exec) vmStepResult(step store.Step, plan vmPlan) (store.StepState, string, error) {
@@ -381,34 +395,132 @@ type stopBatch struct {
 	err     error
 }
 
-// recordStops records the os-stop actions of servers in batches, the first
-// one the size of the send concurrency, then doubling up to 500 rows, and
-// delivers each batch once it is committed. The channel holds every batch,
-// so the goroutine never blocks on a reader that stopped early; it ends
-// after the first error.
-func (e *exec) recordStops(step store.Step, servers []openstack.Server, first int) <-chan stopBatch {
-	var batches [][]openstack.Server
-	for size := max(first, 1); len(servers) > 0; size = min(size*2, 500) {
-		n := min(size, len(servers))
-		batches = append(batches, servers[:n])
-		servers = servers[n:]
-	}
-	ch := make(chan stopBatch, len(batches))
-	go func() {
-		defer close(ch)
-		for _, list := range batches {
-			keys := make([]store.ActionKey, len(list))
-			for i, s := range list {
-				keys[i] = vmKey(e, step, s)
+// vmRecorder classifies the listed servers page by page and records the
+// os-stop actions of those to stop in batches: the first one the size of the
+// send concurrency, then doubling up to 500 rows, each taking what the
+// listing has delivered so far, so that a small first page is stopped before
+// the rest is listed. The other servers' rows (already SHUTOFF, skipped,
+// excluded) are collected in recs for one write after the stops are out.
+// plan and recs belong to the recorder's goroutine until the batch channel
+// is closed.
+type vmRecorder struct {
+	e        *exec
+	step     store.Step
+	done     map[string]bool // by server ID: final actions from before a restart
+	existing map[string]bool // by server ID: any action from before a restart
+	seen     map[string]bool
+
+	plan           vmPlan
+	recs           []store.ActionRecord
+	stoppedListing atomic.Bool
+}
+
+// add classifies one page and appends the servers to stop to queue.
+func (r *vmRecorder) add(page []openstack.Server, queue []openstack.Server) []openstack.Server {
+	e, step := r.e, r.step
+	for _, s := range page {
+		if r.seen[s.ID] {
+			continue // never two actions, let alone two stops, for one server
+		}
+		r.seen[s.ID] = true
+		r.plan.total++
+		r.plan.byStatus[s.Status]++
+		done := r.done[s.ID]
+		switch {
+		case e.excluded(s):
+			r.plan.excluded = append(r.plan.excluded, s)
+			if !done {
+				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSkipped, Detail: "excluded by configuration"})
 			}
-			actions, err := e.r.store.BeginActions(e.db(), keys, "sending os-stop")
-			ch <- stopBatch{servers: list, actions: actions, err: err}
-			if err != nil {
-				return
+		case s.Status == novaShutoff:
+			// An action still running from before a restart is completed;
+			// otherwise the VM was off before we came.
+			r.plan.off = append(r.plan.off, s)
+			if !done {
+				detail := "already SHUTOFF"
+				if r.existing[s.ID] {
+					detail = "SHUTOFF (confirmed after restart)"
+				}
+				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSucceeded, Detail: detail})
+			}
+		case s.Status == novaActive || s.Status == novaError:
+			r.plan.stop = append(r.plan.stop, s)
+			if !done {
+				queue = append(queue, s)
+			}
+		default:
+			r.plan.skipped = append(r.plan.skipped, s)
+			if !done {
+				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSkipped, Detail: "skipped: status " + s.Status})
 			}
 		}
+	}
+	return queue
+}
+
+// run records batches from the pages until the listing ends, the job stops
+// (cancel, preemption) or a write fails, and delivers each batch once it is
+// committed. It ends the listing itself (stopListing) when it stops early.
+// The caller must read the channel to its end.
+func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing func()) <-chan stopBatch {
+	out := make(chan stopBatch, 16)
+	stop := func() {
+		r.stoppedListing.Store(true)
+		stopListing()
+	}
+	go func() {
+		defer close(out)
+		var queue []openstack.Server
+		size := max(first, 1)
+		in := pages
+		for {
+			if len(queue) == 0 {
+				if in == nil {
+					return
+				}
+				p, ok := <-in
+				if !ok {
+					return
+				}
+				queue = r.add(p, queue)
+			}
+			// Whatever else has arrived goes into this batch's choice too.
+			for drained := false; !drained; {
+				select {
+				case p, ok := <-in:
+					if !ok {
+						drained, in = true, nil
+						break
+					}
+					queue = r.add(p, queue)
+				default:
+					drained = true
+				}
+			}
+			if len(queue) == 0 {
+				continue
+			}
+			if r.e.stopping() {
+				stop()
+				return
+			}
+			n := min(size, len(queue))
+			list := queue[:n:n]
+			queue = queue[n:]
+			keys := make([]store.ActionKey, len(list))
+			for i, s := range list {
+				keys[i] = vmKey(r.e, r.step, s)
+			}
+			actions, err := r.e.r.store.BeginActions(r.e.db(), keys, "sending os-stop")
+			out <- stopBatch{servers: list, actions: actions, err: err}
+			if err != nil {
+				stop()
+				return
+			}
+			size = min(size*2, 500)
+		}
 	}()
-	return ch
+	return out
 }
 
 // vmState tracks one server being stopped.

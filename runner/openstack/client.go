@@ -134,7 +134,8 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if tlsConfig != nil {
 		tr.TLSClientConfig = tlsConfig
 	}
-	tr.MaxIdleConnsPerHost = opts.Concurrency
+	// The parallel stops, plus a listing running beside them.
+	tr.MaxIdleConnsPerHost = opts.Concurrency + 2
 	hc := http.Client{Transport: tr, Timeout: opts.RequestTimeout}
 
 	var pc *gophercloud.ProviderClient

@@ -2,9 +2,13 @@ package openstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
@@ -17,109 +21,184 @@ type Server struct {
 	ID, Name, Status, TenantID, TaskState string
 }
 
+// MaxListPages bounds one listing: a cloud whose next links never end (a
+// proxy rewriting markers, a bug) gets an error instead of an endless
+// listing. At Nova's default page size it is ten million servers.
+const MaxListPages = 10000
+
 // ListServers returns every server of every project (all_tenants), following
-// Nova's pagination to the end. A failure on any page restarts the whole
-// listing, so the result is never a partial list.
+// Nova's pagination to the end at Nova's own page size. A failed page is
+// retried on its own; an error that retrying cannot fix ends the listing, so
+// the result is never a partial list.
 func (c *Client) ListServers(ctx context.Context) ([]Server, error) {
 	var out []Server
-	err := c.retry(ctx, "list-servers", func(ctx context.Context) error {
-		out = out[:0]
-		pager := servers.List(c.compute, servers.ListOpts{AllTenants: true})
-		if pager.Err != nil {
-			return pager.Err
-		}
-		pager = pager.WithPageCreator(func(r pagination.PageResult) pagination.Page {
-			return serverPage{pagination.LinkedPageBase{PageResult: r}}
-		})
-		return pager.EachPage(ctx, func(_ context.Context, p pagination.Page) (bool, error) {
-			page, err := p.(serverPage).servers()
-			if err != nil {
-				return false, err
-			}
-			out = append(out, page...)
-			return true, nil
-		})
+	err := c.ListServerPages(ctx, nil, func(page []Server) error {
+		out = append(out, page...)
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list servers: %w", describe(err))
+		return nil, err
 	}
 	return out, nil
 }
 
-// serverPage reads a Nova server page straight from the decoded JSON.
-// gophercloud's ServerPage re-encodes and re-decodes every page twice
-// (IsEmpty, then Extract) into full Server structs: seconds of CPU per listing
-// of a few thousand servers, and the runner polls the listing every couple of
-// seconds during a shutdown, on a control host running on battery. Reading
-// only the fields we use also means an odd field elsewhere in a cloud's server
-// body cannot break a shutdown.
-type serverPage struct {
-	pagination.LinkedPageBase
+// ListServerPages lists every server of every project (all_tenants) and
+// calls fn with each page as soon as it is decoded, so a caller can act on
+// the first servers while Nova renders the rest. Page i asks for sizes[i]
+// servers, pages past the end of sizes for its last entry; 0 (or nil sizes)
+// sends no limit, which is Nova's max_limit (1000 by default). Nova's marker
+// paging allows any page size, so a small first page comes back at once. Each page is retried on its own (5xx, 429, timeouts), so fn
+// never sees a server twice because of a retry; a server Nova repeats on a
+// later page is dropped. A next link that repeats a marker or a page, or more
+// than MaxListPages pages, is an error ("paging loop"). An error returned by
+// fn ends the listing and is returned as is; every other error starts with
+// "list servers: ".
+func (c *Client) ListServerPages(ctx context.Context, sizes []int, fn func([]Server) error) error {
+	base := c.compute.ServiceURL("servers", "detail")
+	q := url.Values{"all_tenants": {"true"}}
+	setLimit(q, pageSize(sizes, 0))
+	next := base + "?" + q.Encode()
+	requested := map[string]bool{}
+	markers := map[string]bool{}
+	seen := map[string]bool{}
+	for pageNo := 1; next != ""; pageNo++ {
+		if pageNo > MaxListPages {
+			return fmt.Errorf("list servers: paging loop: more than %d pages (last next link %s)", MaxListPages, redactURL(next))
+		}
+		requested[next] = true
+		var pg page
+		err := c.retry(ctx, "list-servers", func(ctx context.Context) error {
+			var err error
+			pg, err = c.fetchPage(ctx, next)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("list servers: %w", describe(err))
+		}
+		servers, dups, err := pg.list(seen)
+		if err != nil {
+			return fmt.Errorf("list servers: page %d: %w", pageNo, err)
+		}
+		if len(servers) == 0 && dups > 0 {
+			return fmt.Errorf("list servers: paging loop: page %d repeats %d servers already listed", pageNo, dups)
+		}
+		if len(servers) == 0 {
+			break // Nova links a full last page to an empty one
+		}
+		if err := fn(servers); err != nil {
+			return err
+		}
+		href := pg.nextHref()
+		if href == "" {
+			break
+		}
+		u, err := url.Parse(href)
+		if err != nil {
+			return fmt.Errorf("list servers: page %d: unparsable next link: %w", pageNo, err)
+		}
+		// The link's query (marker and the filters) on the catalog's
+		// endpoint: a Nova behind a proxy often links to its internal
+		// address, which the control host may not reach.
+		nq := u.Query()
+		marker := nq.Get("marker")
+		switch {
+		case marker == "":
+			return fmt.Errorf("list servers: paging loop: page %d has a next link without a marker", pageNo)
+		case markers[marker]:
+			return fmt.Errorf("list servers: paging loop: page %d links to marker %s again", pageNo, marker)
+		}
+		markers[marker] = true
+		setLimit(nq, pageSize(sizes, pageNo))
+		next = base + "?" + nq.Encode()
+		if requested[next] {
+			return fmt.Errorf("list servers: paging loop: page %d links back to a page already listed", pageNo)
+		}
+	}
+	return nil
 }
 
-func (p serverPage) items() ([]any, error) {
-	body, ok := p.Body.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("decode server page: body is %T, not an object", p.Body)
+// pageSize is the limit of page i (from 0).
+func pageSize(sizes []int, i int) int {
+	if len(sizes) == 0 {
+		return 0
 	}
-	list, ok := body["servers"].([]any)
-	if !ok {
-		return nil, errors.New(`decode server page: no "servers" list`)
-	}
-	return list, nil
+	return sizes[min(i, len(sizes)-1)]
 }
 
-// IsEmpty ends the paging on an empty page, as Nova's last-page-was-full
-// next link leads to one.
-func (p serverPage) IsEmpty() (bool, error) {
-	if p.StatusCode == http.StatusNoContent {
-		return true, nil
+func setLimit(q url.Values, limit int) {
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	} else {
+		q.Del("limit")
 	}
-	list, err := p.items()
-	return len(list) == 0, err
 }
 
-// NextPageURL follows servers_links rel "next".
-func (p serverPage) NextPageURL() (string, error) {
-	body, _ := p.Body.(map[string]any)
-	links, _ := body["servers_links"].([]any)
+// fetchPage GETs one page of servers through gophercloud (token, 401
+// re-authentication, status checks) and decodes it with decodePage, not
+// gophercloud's ServerPage, which decodes every page into generic maps and
+// then again into full Server structs: most of the CPU of a listing of
+// thousands of servers, polled every few hundred milliseconds during a
+// shutdown.
+func (c *Client) fetchPage(ctx context.Context, u string) (page, error) {
+	resp, err := pagination.Request(ctx, c.compute, nil, u)
+	if err != nil {
+		return page{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		// The answer broke off: a transport failure, worth another try.
+		return page{}, &url.Error{Op: "read", URL: redactURL(u), Err: err}
+	}
+	if resp.StatusCode == http.StatusNoContent {
+		return page{present: true}, nil
+	}
+	p, err := decodePage(body)
+	if err != nil {
+		return page{}, err
+	}
+	if !p.present {
+		return page{}, errors.New(`decode server page: no "servers" list`)
+	}
+	if p.badItem > 0 {
+		return page{}, fmt.Errorf("decode server page: entry %d is not an object", p.badItem-1)
+	}
+	return p, nil
+}
+
+// list converts the page, dropping servers already in seen (and adding the
+// others); dups counts the dropped ones.
+func (p page) list(seen map[string]bool) (out []Server, dups int, err error) {
+	out = make([]Server, 0, len(p.servers))
+	for i, w := range p.servers {
+		if w.ID == "" {
+			return nil, 0, fmt.Errorf("decode server page: entry %d has no id", i)
+		}
+		if seen[w.ID] {
+			dups++
+			continue
+		}
+		seen[w.ID] = true
+		out = append(out, Server(w))
+	}
+	return out, dups, nil
+}
+
+// nextHref is the servers_links rel "next" href, "" if there is none or the
+// links are not what Nova sends.
+func (p page) nextHref() string {
+	var links []any
+	if len(p.links) == 0 || json.Unmarshal(p.links, &links) != nil {
+		return ""
+	}
 	for _, l := range links {
 		link, _ := l.(map[string]any)
 		if link["rel"] == "next" {
 			href, _ := link["href"].(string)
-			return href, nil
+			return href
 		}
 	}
-	return "", nil
-}
-
-func (p serverPage) servers() ([]Server, error) {
-	list, err := p.items()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Server, 0, len(list))
-	for i, item := range list {
-		m, ok := item.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("decode server page: entry %d is %T, not an object", i, item)
-		}
-		s := Server{
-			ID: str(m["id"]), Name: str(m["name"]), Status: str(m["status"]),
-			TenantID: str(m["tenant_id"]), TaskState: str(m["OS-EXT-STS:task_state"]),
-		}
-		if s.ID == "" {
-			return nil, fmt.Errorf("decode server page: entry %d has no id", i)
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// str reads a JSON string; null or absent (task_state when idle) is "".
-func str(v any) string {
-	s, _ := v.(string)
-	return s
+	return ""
 }
 
 // Stop sends os-stop. Nova answers 202 and powers the guest off
