@@ -82,6 +82,10 @@ hosts:
 		{"password env unset", base + "bmc:\n  password_env: SHUTDOWND_TEST_UNSET_VAR\n", 5, "bmc.password_env: environment variable SHUTDOWND_TEST_UNSET_VAR is not set or empty"},
 		{"password env empty", base + "bmc:\n  password_env: SHUTDOWND_TEST_EMPTY\n", 5, "bmc.password_env: environment variable SHUTDOWND_TEST_EMPTY is not set or empty"},
 		{"password file and env", base + "bmc:\n  password_file: bmc-password\n  password_env: X\n", 6, "bmc.password_env: set either password_file or password_env, not both"},
+		{"bmc timeout zero", base + "bmc:\n  timeout: 0s\n", 5, "bmc.timeout: must be positive"},
+		{"host bmc timeout not a duration", base + "  - name: c2\n    role: compute\n    address: 10.0.0.2\n    bmc: {address: 10.0.1.2, user: u, password_file: bmc-password, timeout: 10}\n", 7, `hosts[1].bmc.timeout: "10" is not a duration`},
+		{"ipmi password too long", base + "  - name: c2\n    role: compute\n    address: 10.0.0.2\n    bmc:\n      address: 10.0.1.2\n      protocol: ipmi\n      user: u\n      password_file: long-password\n", 11,
+			"hosts[1].bmc.password_file: the password is longer than 20 bytes, the most IPMI v2 can send; host c2 uses protocol ipmi"},
 		{"ssh key world-readable", base + "  - name: c2\n    role: compute\n    address: 10.0.0.2\n    ssh: {key_file: open-key}\n", 7, "hosts[1].ssh.key_file: DIR/open-key is readable by every user"},
 		{"ssh key missing", "ssh: {key_file: /nonexistent/key, known_hosts: known_hosts}\nhosts: [{name: c1, role: compute, address: 10.0.0.1}]\n", 1, "ssh.key_file: cannot read /nonexistent/key: no such file or directory"},
 		{"known_hosts missing", "ssh:\n  key_file: id_ed25519\n  known_hosts: kh\nhosts: [{name: c1, role: compute, address: 10.0.0.1}]\n", 3, "ssh.known_hosts: cannot read DIR/kh"},
@@ -148,6 +152,46 @@ bogus: 1
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.Line != 3 || fe.Path != "hosts[0].role" {
 		t.Errorf("errors.As FieldError = %+v", fe)
+	}
+}
+
+// TestIPMIPasswordLength checks that a password IPMI v2 cannot carry is
+// rejected once, where it is set, for the IPMI hosts that inherit it, while
+// Redfish hosts may use it; the error never shows the password.
+func TestIPMIPasswordLength(t *testing.T) {
+	dir := site(t)
+	yml := `ssh: {key_file: id_ed25519, known_hosts: known_hosts}
+bmc:
+  user: u
+  protocol: ipmi
+  password_file: long-password
+hosts:
+  - {name: c1, role: compute, address: 10.0.0.1, bmc: {address: 10.0.1.1}}
+  - {name: c2, role: compute, address: 10.0.0.2, bmc: {address: 10.0.1.2}}
+  - {name: r3, role: compute, address: 10.0.0.3, bmc: {address: 10.0.1.3, protocol: redfish}}
+`
+	_, err := parseIn(t, dir, yml)
+	if err == nil {
+		t.Fatal("Parse accepted a 24-byte password for IPMI hosts")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := fmt.Sprintf("%s/shutdownd.yaml:5: bmc.password_file: the password is longer than 20 bytes", dir)
+	if len(lines) != 1 || !strings.Contains(lines[0], want) || !strings.Contains(lines[0], "host c1 uses protocol ipmi") {
+		t.Errorf("got %d errors:\n%s\nwant one containing %q", len(lines), err, want)
+	}
+	if strings.Contains(err.Error(), testLongPass) {
+		t.Error("the error shows the password")
+	}
+
+	// The same password for Redfish only: accepted, and 20 bytes exactly
+	// is still fine for IPMI.
+	redfish := strings.Replace(yml, "protocol: ipmi", "protocol: redfish", 1)
+	if _, err := parseIn(t, dir, redfish); err != nil {
+		t.Errorf("redfish hosts with a 24-byte password: %v", err)
+	}
+	writeFile(t, dir+"/twenty", strings.Repeat("p", 20)+"\n")
+	if _, err := parseIn(t, dir, strings.Replace(yml, "long-password", "twenty", 1)); err != nil {
+		t.Errorf("ipmi hosts with a 20-byte password: %v", err)
 	}
 }
 

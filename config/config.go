@@ -142,7 +142,14 @@ type BMC struct {
 	InsecureTLS bool
 	// CAFile verifies the BMC's certificate (redfish only).
 	CAFile string
+	// Timeout bounds opening a session (Redfish login, or the first
+	// ipmitool call) and each power read or power command.
+	Timeout time.Duration
 }
+
+// MaxIPMIPasswordLen is the longest password IPMI v2 (RMCP+) can carry: the
+// protocol has a 20-byte field, and a longer password never logs in.
+const MaxIPMIPasswordLen = 20
 
 // Timeouts bound the host step.
 type Timeouts struct {

@@ -55,7 +55,7 @@ hosts:
   - name: storage-02
     role: storage
     address: 10.0.0.22:22
-    bmc: {address: bmc-storage-02.example, insecure_tls: true, ca_file: ca.pem}
+    bmc: {address: bmc-storage-02.example, insecure_tls: true, ca_file: ca.pem, timeout: 30s}
 metrics: {access: open}
 notify:
   webhooks: [{url: "https://hooks.example.com/T0k3n/path", secret_env: SHUTDOWND_TEST_HOOK}]
@@ -94,21 +94,21 @@ func TestLoadFull(t *testing.T) {
 		},
 		Storage: Storage{Type: "ceph", AdminHost: "storage-01", Hosts: []string{"storage-01", "storage-02"}, HealthCommand: "ceph health"},
 		SSH:     rootSSH,
-		BMC:     BMC{Protocol: "redfish", User: "admin", Password: testPassword},
+		BMC:     BMC{Protocol: "redfish", User: "admin", Password: testPassword, Timeout: 10 * time.Second},
 		Timeouts: Timeouts{
 			HostOff: 2 * time.Minute, BMCSoftOff: 30 * time.Second, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second,
 		},
 		Hosts: []Host{
 			{Name: "mgmt-01", Role: "control", Address: "10.0.0.5:22", Self: true, SSH: rootSSH,
-				BMC: &BMC{Address: "10.0.1.5", Port: 443, Protocol: "redfish", User: "admin", Password: testPassword}},
+				BMC: &BMC{Address: "10.0.1.5", Port: 443, Protocol: "redfish", User: "admin", Password: testPassword, Timeout: 10 * time.Second}},
 			{Name: "compute-01", Role: "compute", Address: "10.0.0.11:22", SSH: rootSSH,
-				BMC: &BMC{Address: "10.0.1.11", Port: 6230, Protocol: "ipmi", User: "admin", Password: testPassword}},
+				BMC: &BMC{Address: "10.0.1.11", Port: 6230, Protocol: "ipmi", User: "admin", Password: testPassword, Timeout: 10 * time.Second}},
 			{Name: "storage-01", Role: "storage", Address: "10.0.0.21:22", SSH: opsSSH,
-				BMC: &BMC{Address: "10.0.1.21", Port: 623, Protocol: "ipmi", User: "root", Password: testEnvPass}},
+				BMC: &BMC{Address: "10.0.1.21", Port: 623, Protocol: "ipmi", User: "root", Password: testEnvPass, Timeout: 10 * time.Second}},
 			{Name: "compute-02", Role: "compute", Address: "[fd00::12]:2222", SSH: rootSSH},
 			{Name: "storage-02", Role: "storage", Address: "10.0.0.22:22", SSH: rootSSH,
 				BMC: &BMC{Address: "bmc-storage-02.example", Port: 443, Protocol: "redfish", User: "admin",
-					Password: testPassword, InsecureTLS: true, CAFile: filepath.Join(dir, "ca.pem")}},
+					Password: testPassword, InsecureTLS: true, CAFile: filepath.Join(dir, "ca.pem"), Timeout: 30 * time.Second}},
 		},
 		Metrics: Metrics{Access: "open"},
 		Notify: Notify{Webhooks: []Webhook{
@@ -159,8 +159,8 @@ func TestDefaults(t *testing.T) {
 	if h.BMC != nil {
 		t.Errorf("host without bmc block has BMC %+v, want nil", h.BMC)
 	}
-	if b := c.Hosts[1].BMC; b == nil || b.Port != 623 {
-		t.Errorf("ipmi BMC = %+v, want port 623", b)
+	if b := c.Hosts[1].BMC; b == nil || b.Port != 623 || b.Timeout != 10*time.Second {
+		t.Errorf("ipmi BMC = %+v, want port 623 and timeout 10s", b)
 	}
 }
 

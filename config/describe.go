@@ -53,7 +53,10 @@ func (c *Config) Describe(w io.Writer) {
 		p("Step 2: Storage: skipped (type %s)", s.Type)
 	} else {
 		p("Step 2: Storage (%s), in this order", s.Type)
-		for _, cmd := range plan {
+		for i, cmd := range plan {
+			if s.Type == StorageCeph && i == len(CephFlags) {
+				p("  then, on all storage hosts at once:")
+			}
 			p("  on %s as %s: %s", cmd.Host, c.sshUser(cmd.Host), cmd.Command)
 		}
 		if s.HealthCommand != "" {
@@ -118,7 +121,7 @@ func (c *Config) Describe(w io.Writer) {
 func (c *Config) hostLine(w io.Writer, h Host) {
 	b := "no BMC"
 	if h.BMC != nil {
-		b = fmt.Sprintf("BMC %s %s as %s", h.BMC.Protocol, joinHostPort(h.BMC.Address, h.BMC.Port), h.BMC.User)
+		b = fmt.Sprintf("BMC %s %s as %s, timeout %s", h.BMC.Protocol, joinHostPort(h.BMC.Address, h.BMC.Port), h.BMC.User, dur(h.BMC.Timeout))
 	}
 	fmt.Fprintf(w, "    %s\t%s\t%s\tssh %s\t%q\t%s\n", h.Name, h.Role, h.Address, h.SSH.User, h.SSH.PoweroffCommand, b)
 }

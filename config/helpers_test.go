@@ -11,6 +11,8 @@ const (
 	testPassword   = "bmc-pass-Zq81xK"
 	testEnvPass    = "env-pass-Ww72pL"
 	testHookSecret = "hook-secret-Pp55rT"
+	// testLongPass is 24 bytes: too long for IPMI v2, fine for Redfish.
+	testLongPass = "long-pass-Hh40tRq9Lm2Xv8"
 )
 
 // site writes the files a config refers to (relative names, resolved
@@ -25,6 +27,7 @@ func site(t *testing.T) string {
 		{"id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a real key\n", 0o600},
 		{"known_hosts", "10.0.0.11 ssh-ed25519 AAAA\n", 0o644},
 		{"bmc-password", testPassword + "\n", 0o600},
+		{"long-password", testLongPass + "\n", 0o600},
 		{"open-password", "visible\n", 0o644},
 		{"open-key", "key\n", 0o644},
 		{"empty-password", "\n", 0o600},

@@ -9,7 +9,8 @@ import (
 )
 
 func (d *decoder) hosts(key, n *yaml.Node, c *Config, top bmcDraft) {
-	first := map[string]int{} // name -> line
+	first := map[string]int{}         // name -> line
+	longIPMI := map[*yaml.Node]bool{} // password settings already reported
 	// Hosts lacking a key file or known_hosts: reported once when no host
 	// has one, per host otherwise.
 	var noKey, noKnown []*FieldError
@@ -71,7 +72,7 @@ func (d *decoder) hosts(key, n *yaml.Node, c *Config, top bmcDraft) {
 				Reason: fmt.Sprintf("required (host keys are always verified): set ssh.known_hosts or %s.ssh.known_hosts", p)})
 		}
 		if e, ok := m["bmc"]; ok && !isNull(e.val) {
-			h.BMC = d.hostBMC(e, p, top)
+			h.BMC = d.hostBMC(e, p, top, h.Name, longIPMI)
 		}
 		if h.Name != "" {
 			c.Hosts = append(c.Hosts, h)
@@ -89,7 +90,7 @@ func (d *decoder) hosts(key, n *yaml.Node, c *Config, top bmcDraft) {
 
 // hostBMC merges a host's bmc block onto the top-level defaults and checks
 // that the result can actually open a session.
-func (d *decoder) hostBMC(e entry, p string, top bmcDraft) *BMC {
+func (d *decoder) hostBMC(e entry, p string, top bmcDraft, name string, longIPMI map[*yaml.Node]bool) *BMC {
 	b := top
 	m := d.bmcBlock(e.val, p+".bmc", &b, true)
 	if m == nil {
@@ -103,6 +104,14 @@ func (d *decoder) hostBMC(e entry, p string, top bmcDraft) *BMC {
 	}
 	if !b.passwordSet {
 		d.fail(e.key, p+".bmc", "no password: set password_file or password_env here or in the top-level bmc block")
+	}
+	if b.Protocol == ProtocolIPMI && len(b.Password) > MaxIPMIPasswordLen && b.passwordNode != nil && !longIPMI[b.passwordNode] {
+		// Reported where the password is set, once, even when many IPMI
+		// hosts inherit it. The length itself is not shown: it says
+		// something about a secret.
+		longIPMI[b.passwordNode] = true
+		d.fail(b.passwordNode, b.passwordPath, "the password is longer than %d bytes, the most IPMI v2 can send; "+
+			"host %s uses protocol ipmi and could never log in (shorten the password on the BMC, or use redfish)", MaxIPMIPasswordLen, name)
 	}
 	if !b.portSet {
 		b.Port = DefaultRedfishPort

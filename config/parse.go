@@ -24,6 +24,10 @@ const (
 	DefaultSSHPort         = "22"
 	DefaultIPMIPort        = 623
 	DefaultRedfishPort     = 443
+	// DefaultBMCTimeout bounds a BMC login and each BMC request: long
+	// enough for a slow BMC's Redfish session, short enough that an
+	// unreachable BMC does not hold a host's power-off for long.
+	DefaultBMCTimeout = 10 * time.Second
 )
 
 func defaults(name string) *Config {
@@ -44,7 +48,7 @@ func defaults(name string) *Config {
 			CommandTimeout:  60 * time.Second,
 			PoweroffCommand: DefaultPoweroffCommand,
 		},
-		BMC: BMC{Protocol: ProtocolRedfish},
+		BMC: BMC{Protocol: ProtocolRedfish, Timeout: DefaultBMCTimeout},
 		Timeouts: Timeouts{
 			HostOff:         3 * time.Minute,
 			BMCSoftOff:      time.Minute,
@@ -293,10 +297,14 @@ type bmcDraft struct {
 	BMC
 	portSet     bool
 	passwordSet bool
+	// passwordNode and passwordPath locate where the password was set, so
+	// that a password a host's protocol cannot use is reported there.
+	passwordNode *yaml.Node
+	passwordPath string
 }
 
 func (d *decoder) bmcBlock(n *yaml.Node, path string, b *bmcDraft, perHost bool) map[string]entry {
-	m := d.mapping(n, path, "address", "port", "protocol", "user", "password_file", "password_env", "insecure_tls", "ca_file")
+	m := d.mapping(n, path, "address", "port", "protocol", "user", "password_file", "password_env", "insecure_tls", "ca_file", "timeout")
 	if e, ok := m["address"]; ok {
 		if !perHost {
 			d.fail(e.key, path+".address", "a BMC address belongs to one host: set it in hosts[].bmc.address")
@@ -334,8 +342,10 @@ func (d *decoder) bmcBlock(n *yaml.Node, path string, b *bmcDraft, perHost bool)
 		b.passwordSet = true
 	case hasFile:
 		b.Password, b.passwordSet = d.secretFile(pf.val, path+".password_file"), true
+		b.passwordNode, b.passwordPath = pf.val, path+".password_file"
 	case hasEnv:
 		b.Password, b.passwordSet = d.secretEnv(pe.val, path+".password_env"), true
+		b.passwordNode, b.passwordPath = pe.val, path+".password_env"
 	}
 	if e, ok := m["insecure_tls"]; ok {
 		if v, ok := d.boolean(e.val, path+".insecure_tls"); ok {
@@ -344,6 +354,11 @@ func (d *decoder) bmcBlock(n *yaml.Node, path string, b *bmcDraft, perHost bool)
 	}
 	if e, ok := m["ca_file"]; ok {
 		b.CAFile = d.path(e.val, path+".ca_file", false)
+	}
+	if e, ok := m["timeout"]; ok {
+		if v, ok := d.duration(e.val, path+".timeout"); ok {
+			b.Timeout = v
+		}
 	}
 	return m
 }

@@ -47,5 +47,6 @@ func openBMC(ctx context.Context, h config.Host) (PowerController, error) {
 		Password:    b.Password.Reveal(),
 		InsecureTLS: b.InsecureTLS,
 		CAFile:      b.CAFile,
+		Timeout:     b.Timeout,
 	})
 }

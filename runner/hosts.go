@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -30,11 +31,24 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
 	finished := map[string]store.Action{}
+	before := map[string]*hostPrior{}
 	for _, a := range prior {
 		// Only hosts confirmed off are skipped after a restart; a host that
 		// failed is tried again (its BMC may answer now).
 		if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
 			finished[a.Target] = a
+		}
+		if a.TargetKind != "host" && a.TargetKind != "bmc" {
+			continue
+		}
+		hp := before[a.Target]
+		if hp == nil {
+			hp = &hostPrior{}
+			before[a.Target] = hp
+		}
+		hp.touched = true
+		if a.TargetKind == "host" && a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded {
+			hp.sent = true
 		}
 	}
 	total := 0
@@ -50,21 +64,31 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		label := groupLabel(g)
 		e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
 		e.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
-		var wg sync.WaitGroup
+		var runs []*hostRun
 		for _, h := range g {
 			if _, ok := finished[h.Name]; ok {
 				continue
 			}
+			r := &hostRun{h: h}
+			if p := before[h.Name]; p != nil {
+				r.prior = *p
+			}
+			r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
+			runs = append(runs, r)
+		}
+		e.beginGroup(step, runs)
+		var wg sync.WaitGroup
+		for _, r := range runs {
 			wg.Add(1)
-			go func(h config.Host) {
+			go func() {
 				defer wg.Done()
-				if e.powerOffHost(step, h) {
+				if e.powerOffHost(step, r) {
 					off.Add(1)
 				} else {
 					failed.Add(1)
 				}
 				e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-			}(h)
+			}()
 		}
 		wg.Wait()
 	}
@@ -73,6 +97,80 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
 	}
 	return store.StepSucceeded, detail, nil
+}
+
+// hostRun is one host's power-off in this run of the job.
+type hostRun struct {
+	h     config.Host
+	prior hostPrior
+	// check: read the power state through the BMC before sending anything
+	// (see powerOffHost).
+	check bool
+	// action and ssh are the host's power-off and ssh-poweroff actions when
+	// beginGroup recorded them; nil: powerOffHost records them itself.
+	action, ssh *store.Action
+}
+
+// beginGroup records, before any command of the group leaves, each host's
+// power-off action and, for the hosts that send the SSH power-off at once,
+// their ssh-poweroff action: a few transactions for the whole group instead
+// of two per host, which on a group of seventy kept the last command waiting
+// behind a hundred and forty commits. If the batch cannot be written, each
+// host records its own (and reports the failure).
+func (e *exec) beginGroup(step store.Step, runs []*hostRun) {
+	if len(runs) == 0 {
+		return
+	}
+	keys := make([]store.ActionKey, len(runs))
+	for i, r := range runs {
+		keys[i] = store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "power-off"}
+	}
+	as, err := e.r.store.BeginActions(e.db(), keys, "")
+	if err != nil {
+		e.log.Error("record host group", "err", err)
+		return
+	}
+	for i := range runs {
+		runs[i].action = &as[i]
+	}
+	// ssh-poweroff actions, one batch per power-off command (the detail).
+	byCmd := map[string][]*hostRun{}
+	var cmds []string
+	for _, r := range runs {
+		if r.check || r.prior.sent {
+			continue
+		}
+		c := r.h.SSH.PoweroffCommand
+		if byCmd[c] == nil {
+			cmds = append(cmds, c)
+		}
+		byCmd[c] = append(byCmd[c], r)
+	}
+	for _, c := range cmds {
+		rs := byCmd[c]
+		keys := make([]store.ActionKey, len(rs))
+		for i, r := range rs {
+			keys[i] = store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "ssh-poweroff"}
+		}
+		as, err := e.r.store.BeginActions(e.db(), keys, c)
+		if err != nil {
+			e.log.Error("record host group", "err", err)
+			continue
+		}
+		for i := range rs {
+			rs[i].ssh = &as[i]
+		}
+	}
+}
+
+// hostPrior is what a previous run of this job (before a restart) did to a
+// host. It is zero for a job that did not resume.
+type hostPrior struct {
+	// touched: some action on the host was recorded, so a power-off may
+	// have reached it; its power state is read before anything is sent.
+	touched bool
+	// sent: the SSH power-off was delivered; it is not sent again.
+	sent bool
 }
 
 func groupLabel(g []config.Host) string {
@@ -91,13 +189,26 @@ func groupLabel(g []config.Host) string {
 // confirm Off through the BMC, escalate to BMC soft off and then hard off.
 // Every external call is recorded before and after. It reports whether the
 // host is (or, without a BMC, was told to be) off.
-func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
+//
+// The BMC session comes from the job's pool (opened while the VMs stopped)
+// or is opened alongside the SSH power-off, so neither waits for the other.
+// Reading "already Off?" before the power-off matters only for a host that
+// a run before a restart may have powered off already (prior.touched): no
+// host confirmed Off is sent a second power-off. Otherwise the command
+// leaves at once; a host that cannot be reached over SSH has its power read
+// before the BMC is told to power it off.
+func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
+	h, prior := run.h, run.prior
 	t := e.r.cfg.Timeouts
-	hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
-	ha, err := e.r.store.BeginAction(e.db(), hostKey, "")
-	if err != nil {
-		e.fail("host %s: record action: %v", h.Name, err)
-		return false
+	ha := run.action
+	if ha == nil {
+		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
+		a, err := e.r.store.BeginAction(e.db(), hostKey, "")
+		if err != nil {
+			e.fail("host %s: record action: %v", h.Name, err)
+			return false
+		}
+		ha = &a
 	}
 	finish := func(ok bool, detail, msg string) bool {
 		if !ok && e.ctx.Err() != nil {
@@ -118,39 +229,66 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 	}
 	start := time.Now()
 
-	var ctl PowerController
-	var bmcErr error
+	// The BMC session, in the background while SSH goes ahead.
+	var (
+		ctl    *bmcLink
+		bmcErr error
+		ready  = make(chan struct{})
+	)
 	if h.BMC != nil {
-		ctl, bmcErr = e.r.deps.OpenBMC(e.ctx, h)
+		go func() {
+			defer close(ready)
+			c, warm, err := e.bmcFor(h)
+			if err != nil {
+				bmcErr = err
+				return
+			}
+			ctl = &bmcLink{e: e, h: h, ctl: c, warm: warm}
+		}()
+	} else {
+		close(ready)
+	}
+	defer func() {
+		<-ready
+		if ctl != nil {
+			ctl.Close(context.WithoutCancel(e.ctx))
+		}
+	}()
+
+	// Read the power state first only where it can matter (run.check): a
+	// host a run before a restart may have powered off, or one the warm-up
+	// could not reach over SSH (it may be off already; dialling it again
+	// could take the whole connect timeout).
+	checked := false
+	if run.check {
+		<-ready
 		if bmcErr == nil {
-			defer ctl.Close(context.WithoutCancel(e.ctx))
-			// After a restart the host may already be off: never send a
-			// second power-off to a host confirmed Off.
+			checked = true
 			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
 				return finish(true, "already Off (BMC)", "")
 			}
-		} else {
-			e.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
 		}
 	}
 
-	sent := e.sentBeforeRestart(step, h.Name) || e.sshPowerOff(step, h)
+	sent := prior.sent
+	if sent {
+		e.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+	} else {
+		sent = e.sshPowerOff(step, h, run.ssh)
+	}
 	if h.BMC == nil {
 		if sent {
 			return finish(true, "power-off sent over SSH; no BMC to confirm", "")
 		}
 		return finish(false, "", "SSH power-off failed and no BMC configured")
 	}
+	<-ready
 	if bmcErr != nil {
-		// Retry opening once: the BMC may have been busy.
-		ctl, bmcErr = e.r.deps.OpenBMC(e.ctx, h)
-		if bmcErr != nil {
-			if sent {
-				return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
-			}
-			return finish(false, "", "SSH and BMC both failed: "+bmcErr.Error())
+		e.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+		if sent {
+			return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
 		}
-		defer ctl.Close(context.WithoutCancel(e.ctx))
+		return finish(false, "", "SSH and BMC both failed: "+bmcErr.Error())
 	}
 
 	if sent {
@@ -161,6 +299,12 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 			return finish(false, "", "interrupted")
 		}
 		e.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+	} else if !checked {
+		// SSH could not reach the host: it may be off already. Never power
+		// off through the BMC what is already Off.
+		if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
+			return finish(true, "already Off (BMC)", "")
+		}
 	}
 	if e.ctx.Err() != nil {
 		return finish(false, "", "interrupted")
@@ -180,29 +324,77 @@ func (e *exec) powerOffHost(step store.Step, h config.Host) bool {
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
 
+// bmcFor returns h's BMC session: the pool's (opened in advance) for a
+// shutdown, else a new one. warm reports a session opened in advance.
+func (e *exec) bmcFor(h config.Host) (PowerController, bool, error) {
+	if e.pool != nil {
+		return e.pool.takeBMC(h)
+	}
+	c, err := e.r.deps.OpenBMC(e.ctx, h)
+	return c, false, err
+}
+
+// bmcLink is a host's BMC session during its power-off sequence. A session
+// opened in advance may have expired by the time it is used (BMCs end idle
+// sessions): if its first read fails, one new session replaces it and the
+// read is made again. Power commands always follow a read that succeeded,
+// so they are never sent twice.
+type bmcLink struct {
+	e    *exec
+	h    config.Host
+	ctl  PowerController
+	warm bool // opened in advance and not yet proven by an answer
+}
+
+func (b *bmcLink) PowerState(ctx context.Context) (bmc.PowerState, error) {
+	ps, err := b.ctl.PowerState(ctx)
+	if err == nil || errors.Is(err, bmc.ErrUnexpectedState) {
+		b.warm = false // the session answered
+		return ps, err
+	}
+	if !b.warm || ctx.Err() != nil {
+		return ps, err
+	}
+	b.warm = false
+	fresh, oerr := b.e.r.deps.OpenBMC(ctx, b.h)
+	if oerr != nil {
+		return ps, err
+	}
+	b.e.event("info", fmt.Sprintf("host %s: BMC session opened in advance no longer answers; opened a new one", b.h.Name), err.Error())
+	b.ctl.Close(context.WithoutCancel(ctx))
+	b.ctl = fresh
+	return fresh.PowerState(ctx)
+}
+
+func (b *bmcLink) SoftOff(ctx context.Context) error { return b.ctl.SoftOff(ctx) }
+func (b *bmcLink) HardOff(ctx context.Context) error { return b.ctl.HardOff(ctx) }
+func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
+
 // sshPowerOff sends the power-off command. It reports whether the command
 // was sent; a dropped connection counts as sent (the host went down).
-func (e *exec) sshPowerOff(step store.Step, h config.Host) bool {
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
-	a, err := e.r.store.BeginAction(e.db(), key, h.SSH.PoweroffCommand)
-	if err != nil {
-		e.log.Error("record action", "err", err)
-		return false
+func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action) bool {
+	if a == nil {
+		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+		b, err := e.r.store.BeginAction(e.db(), key, h.SSH.PoweroffCommand)
+		if err != nil {
+			e.log.Error("record action", "err", err)
+			return false
+		}
+		a = &b
 	}
-	conn, err := e.r.deps.DialHost(e.ctx, h)
-	if err != nil && e.ctx.Err() != nil {
+	// After the command the connection is of no more use: not kept.
+	dialErr, err := e.onHost(h, false, func(conn HostConn) error {
+		return conn.PowerOff(e.ctx, h.SSH.PoweroffCommand)
+	})
+	if (dialErr != nil || err != nil) && e.ctx.Err() != nil {
 		return false // service stopping: left running, retried on resume
 	}
-	if err != nil {
-		e.finishAction(a.ID, store.ActionFailed, "", "ssh: "+err.Error())
-		e.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), err.Error())
+	if dialErr != nil {
+		e.finishAction(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
+		e.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
 		return false
 	}
-	defer conn.Close()
-	if err := conn.PowerOff(e.ctx, h.SSH.PoweroffCommand); err != nil {
-		if e.ctx.Err() != nil {
-			return false // service stopping: left running, retried on resume
-		}
+	if err != nil {
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		e.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
 		return false

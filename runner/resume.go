@@ -6,26 +6,6 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// sentBeforeRestart reports whether a previous run of this job already
-// delivered the SSH power-off to host: a resumed job then goes straight to
-// the BMC confirmation instead of sending the command a second time.
-func (e *exec) sentBeforeRestart(step store.Step, host string) bool {
-	if !e.resumed {
-		return false
-	}
-	actions, err := e.r.store.StepActions(e.db(), step.ID)
-	if err != nil {
-		return false
-	}
-	for _, a := range actions {
-		if a.TargetKind == "host" && a.Target == host && a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded {
-			e.event("info", "host "+host+": power-off was sent before the restart; confirming through the BMC")
-			return true
-		}
-	}
-	return false
-}
-
 // closeInterrupted settles the sub-actions of a host that a killed process
 // left running, once this run has settled the host itself (keep is the
 // host's own action). Within one run every sub-action finishes before the

@@ -154,6 +154,9 @@ type exec struct {
 	ctx       context.Context
 	cancelled atomic.Bool
 	resumed   bool
+	// pool opens and keeps the SSH connections and BMC sessions of a
+	// shutdown ahead of need; nil for a simulation.
+	pool *connPool
 
 	mu       sync.Mutex
 	failures []string
@@ -205,6 +208,10 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	}
 	e.log.Info("job started", "resumed", e.resumed)
 	e.jobStarted()
+	if job.Kind == store.KindShutdown {
+		e.pool = startPool(e)
+		defer e.pool.close()
+	}
 
 	watchDone := make(chan struct{})
 	go r.watch(e, cancel, watchDone)

@@ -1,10 +1,16 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/runner/hostctl"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -47,9 +53,17 @@ func (e *exec) storageCheck(step store.Step) (store.StepState, string, error) {
 	return store.StepSucceeded, detail, nil
 }
 
-// storageStop runs the storage plan in order, one command at a time: the
-// Ceph flags must be set before any daemon stops. A failed command is
-// recorded and the plan goes on, because the hosts must still go down.
+// storageParallel bounds the storage hosts that stop Ceph at once.
+const storageParallel = 32
+
+// storageStop runs the storage plan. The Ceph flags are set one after the
+// other on the admin host (they must all be in place before any daemon
+// stops); then ceph.target stops on every storage host at once (bounded by
+// storageParallel): with the flags set, the order does not matter and
+// nothing rebalances. A `commands` plan runs strictly in order, as
+// configured. Each command is its own action, recorded before it is sent
+// and after it ends; a failed command is recorded and the others go on,
+// because the hosts must still go down.
 func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 	plan := e.r.cfg.Storage.Plan()
 	prior, err := e.r.store.StepActions(e.db(), step.ID)
@@ -62,71 +76,224 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 			done[a.Target+"\x00"+a.TargetID] = true
 		}
 	}
-	conns := map[string]HostConn{}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
+	serial, parallel := plan, []config.StorageCommand(nil)
+	if e.r.cfg.Storage.Type == config.StorageCeph {
+		n := len(config.CephFlags)
+		for n < len(plan) && plan[n].Command != config.CephStopCommand {
+			n++ // never: Plan puts the flags first
 		}
-	}()
-	failed := 0
-	for i, c := range plan {
+		serial, parallel = plan[:n], plan[n:]
+	}
+	var failed, finished atomic.Int64
+	interrupted := func() (store.StepState, string, error) {
+		// The service is stopping: the outcome of what was in flight is
+		// unknown, so those actions stay running and the resumed job runs
+		// them again (every storage command is idempotent).
+		return store.StepCancelled, fmt.Sprintf("%d/%d commands run", finished.Load(), len(plan)), e.ctx.Err()
+	}
+	for i, c := range serial {
 		if e.stopping() {
 			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", i, len(plan)), errCancelled
 		}
 		e.progress("Stopping storage (%d/%d commands): %s on %s", i, len(plan), c.Command, c.Host)
 		if done[c.Host+"\x00"+c.Command] {
+			finished.Add(1)
 			continue
 		}
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: c.Host, TargetID: c.Command, Operation: c.Operation()}
-		a, err := e.r.store.BeginAction(e.db(), key, c.Command)
-		if err != nil {
-			return store.StepFailed, "", fmt.Errorf("record action: %w", err)
+		switch r, err := e.storageCommand(step, c, nil); r {
+		case cmdRecordFailed:
+			return store.StepFailed, "", err
+		case cmdInterrupted:
+			return interrupted()
+		case cmdFailed:
+			failed.Add(1)
 		}
-		out, err := e.runCached(conns, c)
-		if err != nil && e.ctx.Err() != nil {
-			// The service is stopping: the command's outcome is unknown, so
-			// the action stays running and the resumed job runs it again
-			// (every storage command is idempotent). No failure is invented.
-			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", i, len(plan)), e.ctx.Err()
-		}
-		if err != nil {
-			failed++
-			e.fail("storage %q on %s: %v", c.Command, c.Host, err)
-			e.finishAction(a.ID, store.ActionFailed, "", err.Error())
-			continue
-		}
-		e.finishAction(a.ID, store.ActionSucceeded, firstLine(out), "")
+		finished.Add(1)
 	}
-	detail := fmt.Sprintf("%d/%d commands succeeded", len(plan)-failed, len(plan))
+	if len(parallel) > 0 {
+		e.progress("Stopping storage (%d/%d commands): %s on %d hosts at once", finished.Load(), len(plan), config.CephStopCommand, len(parallel))
+		var (
+			wg        sync.WaitGroup
+			sem       = make(chan struct{}, storageParallel)
+			recordErr atomic.Pointer[error]
+			stopped   atomic.Bool
+			cancelled bool
+		)
+		var todo []config.StorageCommand
+		for _, c := range parallel {
+			if done[c.Host+"\x00"+c.Command] {
+				finished.Add(1)
+				continue
+			}
+			todo = append(todo, c)
+		}
+		// One transaction records every stop before the first is sent,
+		// rather than one commit per host queued behind the others.
+		begun := e.beginStorage(step, todo)
+		var skipped []store.ActionResult
+		for i, c := range todo {
+			sem <- struct{}{}
+			if e.stopping() {
+				<-sem
+				cancelled = true
+				for _, a := range begun[i:] {
+					if a != nil {
+						skipped = append(skipped, store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not run: job cancelled"})
+					}
+				}
+				break
+			}
+			wg.Add(1)
+			go func(c config.StorageCommand, a *store.Action) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				switch r, err := e.storageCommand(step, c, a); r {
+				case cmdRecordFailed:
+					recordErr.CompareAndSwap(nil, &err)
+					return
+				case cmdInterrupted:
+					stopped.Store(true)
+					return
+				case cmdFailed:
+					failed.Add(1)
+				}
+				n := finished.Add(1)
+				e.progress("Stopping storage (%d/%d commands): %s on %d hosts at once", n, len(plan), config.CephStopCommand, len(parallel))
+			}(c, begun[i])
+		}
+		wg.Wait()
+		if len(skipped) > 0 {
+			if err := e.r.store.FinishActions(e.db(), skipped); err != nil {
+				e.log.Error("finish skipped storage actions", "err", err)
+			}
+		}
+		switch {
+		case recordErr.Load() != nil:
+			return store.StepFailed, "", *recordErr.Load()
+		case stopped.Load():
+			return interrupted()
+		case cancelled:
+			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", finished.Load(), len(plan)), errCancelled
+		}
+	}
+	detail := fmt.Sprintf("%d/%d commands succeeded", len(plan)-int(failed.Load()), len(plan))
 	e.progress("Stopping storage (%d/%d commands)", len(plan), len(plan))
-	if failed > 0 {
-		return store.StepFailed, detail, fmt.Errorf("%d storage commands failed", failed)
+	if n := failed.Load(); n > 0 {
+		return store.StepFailed, detail, fmt.Errorf("%d storage commands failed", n)
 	}
 	return store.StepSucceeded, detail, nil
 }
 
-func (e *exec) runCached(conns map[string]HostConn, c config.StorageCommand) (string, error) {
+// cmdResult is how one storage command ended.
+type cmdResult int
+
+const (
+	cmdSucceeded    cmdResult = iota
+	cmdFailed                 // recorded as failed
+	cmdInterrupted            // the service is stopping; left running
+	cmdRecordFailed           // the action could not be recorded; nothing was sent
+)
+
+func storageKey(e *exec, step store.Step, c config.StorageCommand) store.ActionKey {
+	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: c.Host, TargetID: c.Command, Operation: c.Operation()}
+}
+
+// beginStorage records the actions of cmds (all the same command) in one
+// transaction. On failure it returns nils: each command then records its
+// own action, and reports the failure.
+func (e *exec) beginStorage(step store.Step, cmds []config.StorageCommand) []*store.Action {
+	out := make([]*store.Action, len(cmds))
+	if len(cmds) == 0 {
+		return out
+	}
+	keys := make([]store.ActionKey, len(cmds))
+	for i, c := range cmds {
+		keys[i] = storageKey(e, step, c)
+	}
+	as, err := e.r.store.BeginActions(e.db(), keys, cmds[0].Command)
+	if err != nil {
+		e.log.Error("record storage actions", "err", err)
+		return out
+	}
+	for i := range as {
+		out[i] = &as[i]
+	}
+	return out
+}
+
+// storageCommand runs c and records its outcome; its action is recorded
+// first, unless a is one already recorded.
+func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store.Action) (cmdResult, error) {
+	if a == nil {
+		b, err := e.r.store.BeginAction(e.db(), storageKey(e, step, c), c.Command)
+		if err != nil {
+			return cmdRecordFailed, fmt.Errorf("record action: %w", err)
+		}
+		a = &b
+	}
+	out, err := e.runStorage(c)
+	if err != nil && e.ctx.Err() != nil {
+		return cmdInterrupted, e.ctx.Err()
+	}
+	if err != nil {
+		e.fail("storage %q on %s: %v", c.Command, c.Host, err)
+		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+		return cmdFailed, err
+	}
+	e.finishAction(a.ID, store.ActionSucceeded, firstLine(out), "")
+	return cmdSucceeded, nil
+}
+
+func (e *exec) runStorage(c config.StorageCommand) (string, error) {
 	h, ok := e.r.cfg.Host(c.Host)
 	if !ok {
 		return "", fmt.Errorf("host %s not configured", c.Host)
 	}
-	conn, ok := conns[c.Host]
-	if !ok {
-		var err error
-		conn, err = e.r.deps.DialHost(e.ctx, h)
+	var out string
+	dialErr, err := e.onHost(h, true, func(conn HostConn) error {
+		res, err := conn.Run(e.ctx, c.Command)
+		out = res.Stdout
+		return err
+	})
+	if dialErr != nil {
+		return "", fmt.Errorf("ssh %s: %w", c.Host, dialErr)
+	}
+	return out, err
+}
+
+// onHost runs f on a connection to h: the job's pooled connection (opened
+// in advance) when it has a pool, else a new one closed afterwards. If the
+// connection turns out dead before f's command left (hostctl.ErrNoSession:
+// nothing was sent), f runs once more on a fresh connection. keep says
+// whether the connection may serve again (false after a power-off); one
+// that failed other than by a command's exit status is never reused.
+// dialErr is set when no connection could be had, err is f's error.
+func (e *exec) onHost(h config.Host, keep bool, f func(HostConn) error) (dialErr, err error) {
+	if e.pool == nil {
+		conn, err := e.r.deps.DialHost(e.ctx, h)
 		if err != nil {
-			return "", fmt.Errorf("ssh %s: %w", c.Host, err)
+			return err, nil
 		}
-		conns[c.Host] = conn
+		defer conn.Close()
+		return nil, f(conn)
 	}
-	res, err := conn.Run(e.ctx, c.Command)
-	if err != nil {
-		// A broken connection is not reused for the next command.
-		conn.Close()
-		delete(conns, c.Host)
-		return res.Stdout, err
+	for attempt := 0; ; attempt++ {
+		s, err := e.pool.sshConn(h)
+		if err != nil {
+			return err, nil
+		}
+		err = f(s.val)
+		var exit *ssh.ExitError
+		switch {
+		case err != nil && errors.Is(err, hostctl.ErrNoSession) && attempt == 0 && e.ctx.Err() == nil:
+			e.pool.dropSSH(h.Name, s)
+			e.event("warn", fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
+			continue
+		case !keep, err != nil && !errors.As(err, &exit):
+			e.pool.dropSSH(h.Name, s)
+		}
+		return nil, err
 	}
-	return res.Stdout, nil
 }
 
 func (e *exec) runOn(h config.Host, cmd string) (string, error) {

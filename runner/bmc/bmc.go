@@ -41,8 +41,11 @@ const (
 	providerIpmitool = "ipmitool"
 )
 
-// DefaultTimeout bounds each BMC operation when Target.Timeout is zero.
-const DefaultTimeout = 30 * time.Second
+// DefaultTimeout bounds each BMC operation (the login, each power read or
+// command) when Target.Timeout is zero. It matches the configuration's
+// default bmc.timeout: a BMC that has not answered in 10 s is treated as
+// unreachable rather than holding a host's power-off for half a minute.
+const DefaultTimeout = 10 * time.Second
 
 // Target is one BMC as the configuration describes it.
 type Target struct {
@@ -54,7 +57,8 @@ type Target struct {
 	Password    string
 	InsecureTLS bool   // redfish only: skip certificate verification (needs no CAFile)
 	CAFile      string // redfish only: PEM bundle to verify the BMC certificate
-	Timeout     time.Duration
+	// Timeout bounds Open and each later call; zero means DefaultTimeout.
+	Timeout time.Duration
 }
 
 // Client is an open connection (a Redfish session, or a checked ipmitool

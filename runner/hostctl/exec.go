@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
@@ -80,6 +81,11 @@ func (c *Conn) PowerOff(ctx context.Context, cmd string) error {
 // passes. accepted reports whether the server accepted the exec request, the
 // last point at which we know the command reached the host.
 //
+// Opening the session is bounded by ConnectTimeout as well: on a connection
+// that died without a reset (a pooled connection the network dropped), the
+// channel open would otherwise wait for the whole command timeout. Such a
+// failure wraps ErrNoSession: nothing was sent.
+//
 // ssh.Session has no context: a goroutine does the blocking calls and we
 // select on ctx, closing the session to give up. The goroutine then ends as
 // soon as the server or the connection lets go.
@@ -94,12 +100,13 @@ func (c *Conn) session(ctx context.Context, cmd string) (res Result, accepted bo
 		sess   *ssh.Session
 		gaveUp bool
 	)
+	openedCh := make(chan struct{})
 	acceptedCh := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		s, err := c.client.NewSession()
 		if err != nil {
-			done <- fmt.Errorf("open session: %w", err)
+			done <- fmt.Errorf("open session: %w: %w", ErrNoSession, err)
 			return
 		}
 		defer s.Close()
@@ -110,6 +117,7 @@ func (c *Conn) session(ctx context.Context, cmd string) (res Result, accepted bo
 		}
 		sess = s
 		mu.Unlock()
+		close(openedCh)
 		s.Stdout, s.Stderr = &stdout, &stderr
 		if err := s.Start(cmd); err != nil {
 			done <- fmt.Errorf("start command: %w", err)
@@ -119,16 +127,45 @@ func (c *Conn) session(ctx context.Context, cmd string) (res Result, accepted bo
 		done <- s.Wait()
 	}()
 
-	select {
-	case err = <-done:
-	case <-ctx.Done():
+	giveUp := func() {
 		mu.Lock()
 		gaveUp = true
 		if sess != nil {
 			sess.Close()
 		}
 		mu.Unlock()
+	}
+	wait := func() {
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			giveUp()
+			err = context.Cause(ctx)
+		}
+	}
+	openTimer := time.NewTimer(c.t.ConnectTimeout)
+	defer openTimer.Stop()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		giveUp()
 		err = context.Cause(ctx)
+	case <-openedCh:
+		wait()
+	case <-openTimer.C:
+		mu.Lock()
+		if sess != nil {
+			// Opened just now: the command may be on its way.
+			mu.Unlock()
+			wait()
+			break
+		}
+		gaveUp = true // the session, if it ever opens, is closed unused
+		mu.Unlock()
+		err = fmt.Errorf("open session: %w: no answer within %s", ErrNoSession, c.t.ConnectTimeout)
+		// The connection does not answer: close it, so that whoever holds
+		// it sees it dead and dials again.
+		c.client.Close()
 	}
 	select {
 	case <-acceptedCh:

@@ -35,6 +35,11 @@ var (
 	ErrUnreachable = errors.New("host unreachable")
 	// ErrAuth means the server refused our key for the user.
 	ErrAuth = errors.New("ssh authentication failed")
+	// ErrNoSession means an established connection could not open a
+	// session (it died, or the server did not answer within the connect
+	// timeout): the command was not sent, so it is safe to send it again
+	// on a new connection.
+	ErrNoSession = errors.New("no session on the connection")
 )
 
 // Defaults used when a Target leaves a timeout at zero.
@@ -66,6 +71,7 @@ type Conn struct {
 	t      Target
 	log    *slog.Logger
 	client *ssh.Client
+	closed chan struct{} // closed when the connection has ended
 }
 
 // Dial connects and authenticates with the key in t.KeyFile, checking the
@@ -136,7 +142,12 @@ func Dial(ctx context.Context, t Target) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Conn{t: t, log: log, client: ssh.NewClient(sc, chans, reqs)}, nil
+	c := &Conn{t: t, log: log, client: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}
+	go func() {
+		c.client.Wait()
+		close(c.closed)
+	}()
+	return c, nil
 }
 
 // classify maps a handshake error onto the package's sentinel errors,
@@ -171,4 +182,45 @@ func isDropped(err error) bool {
 // Close closes the connection; open sessions end with it.
 func (c *Conn) Close() error {
 	return c.client.Close()
+}
+
+// Alive reports whether the connection has not ended (closed by us, by the
+// server or by the network). A connection that died silently still looks
+// alive until a keepalive or a session fails on it.
+func (c *Conn) Alive() bool {
+	select {
+	case <-c.closed:
+		return false
+	default:
+		return true
+	}
+}
+
+// Keepalive sends an OpenSSH keepalive request and waits for the answer,
+// at most the connect timeout. It proves the connection still works
+// (and keeps NAT and firewall state fresh) without running anything on the
+// host. A connection that fails the keepalive is closed.
+func (c *Conn) Keepalive(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.t.ConnectTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// Any answer, even "unsupported request", proves the peer alive.
+		_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.client.Close()
+			return fmt.Errorf("ssh %s: keepalive: %w: %w", c.t.Name, ErrUnreachable, err)
+		}
+		return nil
+	case <-ctx.Done():
+		c.client.Close()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("ssh %s: keepalive: %w: no answer within %s", c.t.Name, ErrUnreachable, c.t.ConnectTimeout)
+		}
+		return fmt.Errorf("ssh %s: keepalive: %w", c.t.Name, ctx.Err())
+	}
 }

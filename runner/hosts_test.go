@@ -1,0 +1,357 @@
+package runner_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgeops/shutdownd/runner"
+	"github.com/edgeops/shutdownd/sitesim"
+	"github.com/edgeops/shutdownd/store"
+)
+
+// slowVM keeps the VM step running long enough to watch what happens
+// meanwhile.
+func slowVM(o *sitesim.Options) {
+	o.VMs = []sitesim.VM{{ID: "vm-slow", Name: "slow", Project: "a", StopDelay: 5 * time.Second}}
+}
+
+// startWith runs a runner with opts until the returned function is called.
+func (f *fixture) startWith(opts runner.Options) (*runner.Runner, func()) {
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := runner.New(f.cfg, f.store, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.Run(ctx); err != nil {
+			f.t.Errorf("run: %v", err)
+		}
+	}()
+	return r, func() { cancel(); <-done }
+}
+
+func (f *fixture) shutdown(r *runner.Runner) store.Job {
+	f.t.Helper()
+	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	r.Kick()
+	return job
+}
+
+func (f *fixture) actions(jobID int64) []store.Action {
+	f.t.Helper()
+	as, err := f.store.Actions(context.Background(), jobID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return as
+}
+
+func (f *fixture) action(jobID int64, target, op string) store.Action {
+	f.t.Helper()
+	for _, a := range f.actions(jobID) {
+		if a.Target == target && a.Operation == op {
+			return a
+		}
+	}
+	f.t.Fatalf("no %s action on %s", op, target)
+	return store.Action{}
+}
+
+// While the VMs stop, the shutdown logs in to every host over SSH and to
+// every BMC, and sends nothing; the later steps use those connections, so
+// each host sees exactly one SSH login for the whole job (the storage hosts
+// included: their Ceph stop and their power-off share it), and every BMC
+// session is logged out at the end.
+func TestConnectionsOpenWhileVMsStopAndAreUsedOnce(t *testing.T) {
+	f := newFixture(t, slowVM)
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+
+	f.waitFor("every host and BMC logged in", 20*time.Second, func() bool {
+		for _, h := range f.site.Hosts {
+			if h.SSH.Logins() != 1 || h.BMC.ActiveSessions() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	steps, err := f.store.Steps(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != 1 || steps[0].Name != runner.StepOpenStack || steps[0].State != store.StepRunning {
+		t.Fatalf("steps when every connection was open: %+v; want the VM step still running", steps)
+	}
+	for _, h := range f.site.Hosts {
+		if n := len(h.SSH.Commands()); n != 0 {
+			t.Errorf("%s received %d commands during the VM step", h.Spec.Name, n)
+		}
+		if rs := h.BMC.Resets(); len(rs) != 0 {
+			t.Errorf("%s BMC received %v during the VM step", h.Spec.Name, rs)
+		}
+	}
+
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	for _, h := range f.site.Hosts {
+		if n := h.SSH.Logins(); n != 1 {
+			t.Errorf("%s: %d SSH logins, want 1 (the connection opened in advance)", h.Spec.Name, n)
+		}
+		if h.Machine.State() != sitesim.PowerOff || h.SSH.PowerCommands() != 1 {
+			t.Errorf("%s: %s after %d power commands", h.Spec.Name, h.Machine.State(), h.SSH.PowerCommands())
+		}
+		if n := h.BMC.ActiveSessions(); n != 0 {
+			t.Errorf("%s: %d BMC sessions left open", h.Spec.Name, n)
+		}
+		if rs := h.BMC.Resets(); len(rs) != 0 {
+			t.Errorf("%s: BMC resets %v, want none (SSH did it)", h.Spec.Name, rs)
+		}
+	}
+	if !f.site.Host("storage-02").SSH.CephStopped() {
+		t.Error("ceph not stopped on storage-02")
+	}
+}
+
+// A simulation changes nothing and opens nothing ahead: each host sees the
+// SSH logins of its checks only, and no BMC session stays open.
+func TestSimulationOpensNothingInAdvance(t *testing.T) {
+	f := newFixture(t, nil)
+	r, stop := f.start()
+	defer stop()
+	// Settled first, so the new simulation is not taken for one a
+	// previous process left behind.
+	if err := r.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	job, err := f.store.CreateSimulation(context.Background(), store.NewJob{Kind: store.KindSimulation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Kick()
+	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("simulation %s: %s", j.State, j.Error)
+	}
+	for _, h := range f.site.Hosts {
+		want := 1 // the host check
+		if h.Spec.Name == f.cfg.Storage.AdminHost {
+			want = 2 // and the storage health check
+		}
+		if n := h.SSH.Logins(); n != want {
+			t.Errorf("%s: %d SSH logins in a simulation, want %d (its checks)", h.Spec.Name, n, want)
+		}
+		if h.SSH.PowerCommands() != 0 || len(h.BMC.Resets()) != 0 || h.Machine.State() != sitesim.PowerOn {
+			t.Errorf("%s changed by a simulation", h.Spec.Name)
+		}
+		if n := h.BMC.ActiveSessions(); n != 0 {
+			t.Errorf("%s: %d BMC sessions left open", h.Spec.Name, n)
+		}
+	}
+}
+
+// A warm connection that died before it was used (sshd restarted, the
+// network dropped it) is replaced by a fresh dial: the host is still
+// powered off over SSH, once, and not pushed to the BMC.
+func TestDeadWarmConnectionIsDialledAgain(t *testing.T) {
+	f := newFixture(t, slowVM)
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("every host logged in", 20*time.Second, func() bool {
+		for _, h := range f.site.Hosts {
+			if h.SSH.Logins() != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	// Drop the warm connections of a compute host and of a storage host
+	// (used first by the Ceph stop, then by the power-off).
+	for _, name := range []string{"compute-02", "storage-02"} {
+		h := f.site.Host(name).SSH
+		h.SetReachable(false)
+		h.SetReachable(true)
+	}
+
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	for _, h := range f.site.Hosts {
+		want := 1
+		if h.Spec.Name == "compute-02" || h.Spec.Name == "storage-02" {
+			want = 2
+		}
+		if n := h.SSH.Logins(); n != want {
+			t.Errorf("%s: %d SSH logins, want %d", h.Spec.Name, n, want)
+		}
+		if h.Machine.State() != sitesim.PowerOff || h.SSH.PowerCommands() != 1 || len(h.BMC.Resets()) != 0 {
+			t.Errorf("%s: %s after %d power commands, BMC resets %v; want off over SSH once",
+				h.Spec.Name, h.Machine.State(), h.SSH.PowerCommands(), h.BMC.Resets())
+		}
+	}
+	if !f.site.Host("storage-02").SSH.CephStopped() {
+		t.Error("ceph not stopped on storage-02 after its connection was dropped")
+	}
+	if a := f.action(job.ID, "compute-02", "power-off"); !strings.HasPrefix(a.Detail, "off via SSH") {
+		t.Errorf("compute-02 power-off: %s %q, want off via SSH", a.State, a.Detail)
+	}
+}
+
+// A host whose key does not match known_hosts is never logged in to, not by
+// the warm-up and not when its turn comes: it goes down through its BMC.
+func TestHostKeyMismatchIsNeverConnectedTo(t *testing.T) {
+	f := newFixture(t, nil)
+	// compute-02's known_hosts line now carries compute-01's key.
+	var lines []string
+	for _, h := range f.site.Hosts {
+		key := h.SSH.HostKey()
+		if h.Spec.Name == "compute-02" {
+			key = f.site.Host("compute-01").SSH.HostKey()
+		}
+		lines = append(lines, sitesim.KnownHostsLine(h.SSH.Addr(), key))
+	}
+	if err := os.WriteFile(f.site.KnownHostsFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+
+	bad := f.site.Host("compute-02")
+	if n := bad.SSH.Logins(); n != 0 {
+		t.Errorf("compute-02 (key mismatch) was logged in to %d times", n)
+	}
+	if bad.SSH.PowerCommands() != 0 || bad.Machine.State() != sitesim.PowerOff {
+		t.Errorf("compute-02: %s after %d SSH power commands; want off through the BMC only", bad.Machine.State(), bad.SSH.PowerCommands())
+	}
+	if rs := bad.BMC.Resets(); !slices.Contains(rs, "GracefulShutdown") {
+		t.Errorf("compute-02 BMC resets %v, want a soft off", rs)
+	}
+	if a := f.action(job.ID, "compute-02", "ssh-poweroff"); a.State != store.ActionFailed || !strings.Contains(a.Error, "host key mismatch") {
+		t.Errorf("compute-02 ssh-poweroff: %s %q, want failed with the mismatch", a.State, a.Error)
+	}
+	for _, h := range f.site.Hosts {
+		if h.Spec.Name != "compute-02" && (h.SSH.Logins() != 1 || h.SSH.PowerCommands() != 1) {
+			t.Errorf("%s: %d logins, %d power commands; want 1 and 1", h.Spec.Name, h.SSH.Logins(), h.SSH.PowerCommands())
+		}
+	}
+}
+
+// peerLog records the runner's peer calls in order.
+type peerLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *peerLog) JobStarted(context.Context, store.Job)               {}
+func (l *peerLog) StepFinished(context.Context, store.Job, store.Step) {}
+func (l *peerLog) JobFinished(context.Context, store.Job)              {}
+func (l *peerLog) PeerCall(peer, op string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, peer+" "+op)
+}
+
+func (l *peerLog) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
+// A job that is not resuming sends the power-off without first reading the
+// power state (that read only matters after a restart): on a one-host site
+// the first BMC power read comes after the SSH power-off. The observer also
+// puts the metrics wrapper between the runner and its connections, which
+// the connection pool must see through.
+func TestFreshJobSendsThePowerOffBeforeAnyPowerRead(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}
+		o.Storage = "none"
+		o.PowerOffDelay = 300 * time.Millisecond
+	})
+	log := &peerLog{}
+	r, stop := f.startWith(runner.Options{Observer: log})
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	calls := log.list()
+	off := slices.Index(calls, "ssh poweroff")
+	read := slices.Index(calls, "bmc power-state")
+	if off < 0 || read < 0 || read < off {
+		t.Errorf("peer calls %v: want the SSH power-off before the first BMC power read", calls)
+	}
+	if n := f.site.Hosts[0].SSH.Logins(); n != 1 {
+		t.Errorf("%d SSH logins, want 1", n)
+	}
+}
+
+// After a restart in the middle of the host step, hosts whose power-off
+// was delivered are not sent a second one: the resumed job confirms them
+// through the BMC (and reads the power state of any host it may have
+// touched before sending anything).
+func TestRestartDuringHostsSendsNoSecondPowerOff(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = sitesim.DefaultHosts()
+		o.HostOff = 20 * time.Second // the SSH power-off does it, no escalation
+		for i := range o.Hosts {
+			if o.Hosts[i].Role == "compute" {
+				o.Hosts[i].PowerOffDelay = 3 * time.Second
+			}
+		}
+	})
+	r, stop := f.start()
+	job := f.shutdown(r)
+	f.waitFor("compute power-offs delivered", 30*time.Second, func() bool {
+		n := 0
+		for _, a := range f.actions(job.ID) {
+			if a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded && strings.HasPrefix(a.Target, "compute") {
+				n++
+			}
+		}
+		return n == 3
+	})
+	stop() // the service stops; the job stays running
+	if j := f.job(job.ID); j.State != store.StateRunning {
+		t.Fatalf("after stop job is %s, want running", j.State)
+	}
+	r2, stop2 := f.start()
+	defer stop2()
+	r2.Kick()
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("resumed job %s: %s", j.State, j.Error)
+	}
+	for _, h := range f.site.Hosts {
+		if h.Machine.State() != sitesim.PowerOff || h.SSH.PowerCommands() != 1 || len(h.BMC.Resets()) != 0 {
+			t.Errorf("%s: %s after %d power commands, BMC resets %v", h.Spec.Name, h.Machine.State(), h.SSH.PowerCommands(), h.BMC.Resets())
+		}
+		if n := h.BMC.ActiveSessions(); n != 0 {
+			t.Errorf("%s: %d BMC sessions left open", h.Spec.Name, n)
+		}
+	}
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind == "host" || a.TargetKind == "bmc" {
+			if !a.State.Final() {
+				t.Errorf("%s %s left %s", a.Target, a.Operation, a.State)
+			}
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package runner_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/sitesim"
+	"github.com/edgeops/shutdownd/store"
+)
+
+// The Ceph flags are set one after the other on the admin host; only then
+// does ceph.target stop, on all storage hosts at once, each stop its own
+// action recorded before and after. A storage host that cannot be reached
+// fails its own stop and nothing else: the other hosts stop Ceph, and the
+// job goes on to power every host off.
+func TestCephStopsOnAllStorageHostsAtOnceAfterTheFlags(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "storage-01", Role: "storage"},
+			{Name: "storage-02", Role: "storage"},
+			{Name: "storage-03", Role: "storage", SSHDown: true},
+			{Name: "storage-04", Role: "storage"},
+			{Name: "control-01", Role: "control"},
+		}
+		// Every command takes this long on the host: run one after the
+		// other, the stops could not overlap.
+		o.SSHLatency = 400 * time.Millisecond
+		o.HostOff = 10 * time.Second
+	})
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, `storage "systemctl stop ceph.target" on storage-03`) {
+		t.Fatalf("job %s (%s), want failed for storage-03's stop only", j.State, j.Error)
+	}
+
+	var flags, stops []store.Action
+	for _, a := range f.actions(job.ID) {
+		switch {
+		case a.TargetKind != "storage":
+		case strings.HasPrefix(a.Operation, "ceph-set-"):
+			flags = append(flags, a)
+		case a.Operation == "stop-ceph":
+			stops = append(stops, a)
+		}
+	}
+	if len(flags) != len(config.CephFlags) || len(stops) != 4 {
+		t.Fatalf("%d flag actions and %d stop actions, want %d and 4", len(flags), len(stops), len(config.CephFlags))
+	}
+	for i, a := range flags {
+		if a.State != store.ActionSucceeded || a.Target != "storage-01" || a.Operation != "ceph-set-"+config.CephFlags[i] {
+			t.Errorf("flag %d: %s %s on %s, want ceph-set-%s succeeded on storage-01", i, a.Operation, a.State, a.Target, config.CephFlags[i])
+		}
+		if i > 0 && a.StartedAt.Before(*flags[i-1].FinishedAt) {
+			t.Errorf("flag %s started before %s finished", a.Operation, flags[i-1].Operation)
+		}
+	}
+	lastFlag := *flags[len(flags)-1].FinishedAt
+	var ok []store.Action
+	for _, a := range stops {
+		if a.StartedAt == nil || a.FinishedAt == nil || a.TargetID != config.CephStopCommand {
+			t.Errorf("stop on %s: %+v, want its own action with start and end", a.Target, a)
+			continue
+		}
+		if a.StartedAt.Before(lastFlag) {
+			t.Errorf("ceph.target stop on %s started before the last flag was set", a.Target)
+		}
+		switch a.Target {
+		case "storage-03":
+			if a.State != store.ActionFailed || !strings.Contains(a.Error, "ssh storage-03") {
+				t.Errorf("storage-03 stop: %s %q, want failed (SSH down)", a.State, a.Error)
+			}
+		default:
+			if a.State != store.ActionSucceeded {
+				t.Errorf("%s stop: %s %q", a.Target, a.State, a.Error)
+			}
+			ok = append(ok, a)
+		}
+	}
+	// At once: every stop had started before the first one ended.
+	for _, a := range ok {
+		for _, b := range ok {
+			if !a.StartedAt.Before(*b.FinishedAt) {
+				t.Errorf("stop on %s started after the stop on %s had ended: not run in parallel", a.Target, b.Target)
+			}
+		}
+	}
+	for _, name := range []string{"storage-01", "storage-02", "storage-04"} {
+		if !f.site.Host(name).SSH.CephStopped() {
+			t.Errorf("ceph not stopped on %s", name)
+		}
+	}
+	for _, h := range f.site.Hosts {
+		if h.Machine.State() != sitesim.PowerOff {
+			t.Errorf("%s still %s: a failed storage stop must not stop the shutdown", h.Spec.Name, h.Machine.State())
+		}
+	}
+	if rs := f.site.Host("storage-03").BMC.Resets(); len(rs) == 0 || rs[0] != "GracefulShutdown" {
+		t.Errorf("storage-03 (SSH down) BMC resets %v, want a soft off", rs)
+	}
+}
