@@ -76,9 +76,12 @@ func (nf *novaFront) onLaterPage(h func(w http.ResponseWriter, r *http.Request) 
 	nf.mu.Unlock()
 }
 
-// vmsOnlySite has 80 VMs (more than the runner's first page) and one host.
+// firstPage is how many servers the runner's first list request asks for.
+const firstPage = 100
+
+// vmsOnlySite has 150 VMs (more than the runner's first page) and one host.
 func vmsOnlySite(o *sitesim.Options) {
-	o.Projects, o.VMsPerProject = []string{"a", "b"}, 40
+	o.Projects, o.VMsPerProject = []string{"a", "b"}, 75
 	o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}
 	o.Storage = "none"
 }
@@ -173,7 +176,7 @@ func TestListingFailingAfterTheFirstPageStopsWhatWasListedAndFailsTheStep(t *tes
 		t.Fatalf("steps %+v, want openstack failed first", steps)
 	}
 	servers := f.site.Nova.Servers()
-	first, rest := servers[:50], servers[50:] // the runner's first page
+	first, rest := servers[:firstPage], servers[firstPage:]
 	for _, vm := range first {
 		if vm.Status == "ACTIVE" || vm.Status == "ERROR" {
 			t.Errorf("first-page vm %s still %s", vm.Name, vm.Status)
@@ -230,7 +233,7 @@ func TestServiceStopDuringTheListingResumesWithoutSecondStops(t *testing.T) {
 		t.Fatal("the second page was never requested")
 	}
 	f.waitFor("a first-page VM off", 20*time.Second, func() bool {
-		for _, vm := range f.site.Nova.Servers()[:50] {
+		for _, vm := range f.site.Nova.Servers()[:firstPage] {
 			if f.site.Nova.StopRequestsFor(vm.ID) > 0 && vm.Status == "SHUTOFF" {
 				return true
 			}
