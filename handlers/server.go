@@ -100,13 +100,18 @@ func (s *Server) routes() {
 		s.WriteError(w, r, Errorf(CodeMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 	})
 
+	// The status routes come first: monitors poll them, and the router (and
+	// the metrics middleware, which matches the route again) tries routes in
+	// order. No other route matches these paths, so the order changes
+	// nothing else.
+	r.Handle("/shutdown/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindShutdown))).Methods(http.MethodGet)
+	r.Handle("/simulate/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindSimulation))).Methods(http.MethodGet)
+
 	r.Handle("/healthz", http.HandlerFunc(s.handleHealthz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/openapi.yaml", http.HandlerFunc(s.handleOpenAPI)).Methods(http.MethodGet, http.MethodHead)
 
 	r.Handle("/simulate", s.RequireScope(ScopeSimulate, s.idempotent(store.KindSimulation, http.HandlerFunc(s.handleSimulate)))).Methods(http.MethodPost)
 	r.Handle("/shutdown", s.RequireScope(ScopeShutdown, s.idempotent(store.KindShutdown, http.HandlerFunc(s.handleShutdown)))).Methods(http.MethodPost)
-	r.Handle("/simulate/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindSimulation))).Methods(http.MethodGet)
-	r.Handle("/shutdown/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindShutdown))).Methods(http.MethodGet)
 
 	r.Handle("/jobs", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleListJobs))).Methods(http.MethodGet)
 	r.Handle("/jobs/{id:[0-9]+}", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleJob))).Methods(http.MethodGet)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -441,5 +443,84 @@ func TestViewWithoutCache(t *testing.T) {
 	}
 	if s.DirectView().Cached() {
 		t.Fatal("DirectView is cached")
+	}
+}
+
+// TestViewHeaderFastPath: on Linux the View reads the -shm header instead of
+// running PRAGMA data_version while nothing is committed; the version it
+// returns is the one data_version returns, before and after commits of
+// another process.
+func TestViewHeaderFastPath(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, path := newStore(t)
+	if runtime.GOOS == "linux" && s.cache.shm == nil {
+		t.Fatal("header fast path off on Linux")
+	}
+	newToken(t, s, "ups", nil)
+	sqlVersion := func() int64 {
+		v, err := s.cache.readInt(s.cache.dvStmt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	v1 := s.View().version
+	if v2 := s.View().version; v2 != v1 || sqlVersion() != v1 {
+		t.Fatalf("no commit: versions %d, %d, data_version %d", v1, v2, sqlVersion())
+	}
+	runHelper(t, "revoke", path)
+	v3 := s.View().version
+	if v3 == v1 || v3 != sqlVersion() {
+		t.Fatalf("after another process committed: version %d (was %d), data_version %d", v3, v1, sqlVersion())
+	}
+	if _, _, err := s.CreateShutdown(ctx, NewJob{}); err != nil {
+		t.Fatal(err)
+	}
+	if v4 := s.View().version; v4 == v3 || v4 != sqlVersion() {
+		t.Fatalf("after this process committed: version %d (was %d), data_version %d", v4, v3, sqlVersion())
+	}
+}
+
+// TestViewSymlinkedDatabase: opened through a symlink, with a stray -shm
+// file beside the link that SQLite does not use, the cache reads the real
+// -shm (never the stray one) and sees a revocation from another process at
+// once.
+func TestViewSymlinkedDatabase(t *testing.T) {
+	t.Parallel()
+	dir, linkDir := t.TempDir(), t.TempDir()
+	real := filepath.Join(dir, "shutdownd.db")
+	link := filepath.Join(linkDir, "shutdownd.db")
+	s0, err := Open(context.Background(), real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0.Close()
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(link+"-shm", make([]byte, 32768), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if openSQLiteShm(link+"-shm") != nil {
+		t.Fatal("a -shm file SQLite does not use was accepted")
+	}
+	if runtime.GOOS == "linux" && s.cache.shm == nil {
+		t.Fatal("header fast path off with a symlinked database")
+	}
+	secret, _ := newToken(t, s, "ups", nil)
+	for range 3 {
+		if tok, err := cachedToken(t, s, secret); err != nil || tok.RevokedAt != nil {
+			t.Fatalf("before: %+v %v", tok, err)
+		}
+	}
+	runHelper(t, "revoke", real)
+	if tok, err := cachedToken(t, s, secret); err != nil || tok.RevokedAt == nil {
+		t.Fatalf("after another process revoked: %+v %v, want revoked", tok, err)
 	}
 }
