@@ -124,14 +124,16 @@ func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
 }
 
 // listPageSizes are the limits of the successive list requests of a
-// shutdown: a first page small enough that Nova renders it at once, so the
-// first os-stops leave within milliseconds, and about as long to stop at
-// the configured concurrency as Nova takes to render the next page, of its
-// full size (no limit). Each server's decision is its own, so nothing waits
-// for the whole listing. It costs no request at scale (2,000 servers: 100,
-// 1,000 and 900, where pages of 1,000 end with an empty third page) and one
-// when all servers would fit in one page.
-var listPageSizes = []int{100, 0}
+// shutdown. The first page is small enough for Nova to render in a few
+// milliseconds, so the first os-stops leave at once, and large enough to
+// keep the senders busy (at the configured concurrency) while Nova renders
+// the next page, of its full size (no limit). Each server's decision is its
+// own, so nothing waits for the whole listing. A site with fewer servers
+// than the first page is listed in one request, as before; a larger one in
+// at most one request more than Nova's pages alone (none at 2,000 servers:
+// 250, 1,000 and 750, where pages of 1,000 end with an empty third page),
+// which its number of VMs absorbs in the requests per VM.
+var listPageSizes = []int{250, 0}
 
 // openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
 // polling the server list (one request per poll for all servers, never one

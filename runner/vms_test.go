@@ -77,11 +77,11 @@ func (nf *novaFront) onLaterPage(h func(w http.ResponseWriter, r *http.Request) 
 }
 
 // firstPage is how many servers the runner's first list request asks for.
-const firstPage = 100
+const firstPage = 250
 
-// vmsOnlySite has 150 VMs (more than the runner's first page) and one host.
+// vmsOnlySite has 300 VMs (more than the runner's first page) and one host.
 func vmsOnlySite(o *sitesim.Options) {
-	o.Projects, o.VMsPerProject = []string{"a", "b"}, 75
+	o.Projects, o.VMsPerProject = []string{"a", "b"}, 150
 	o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}
 	o.Storage = "none"
 }
