@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
@@ -43,9 +44,17 @@ type connPool struct {
 }
 
 // warmWorkers bounds the connections opened at once in advance: enough to
-// warm a hundred hosts during a VM step of a few seconds, few enough to
-// leave the CPU to the VM step itself.
+// warm a hundred hosts in about a second.
 const warmWorkers = 8
+
+// Warm-up yields to the VM step's os-stop requests: a worker opens nothing
+// while one is in flight (Runner.novaStops), and looks again every
+// warmYield. Each login costs a few milliseconds of CPU (key exchange, TLS,
+// Redfish session) and the os-stops are the critical path of a shutdown:
+// the slowest VM's stop may be among the last sent. Once the stops are out,
+// the VM step only polls, and the connections are opened meanwhile. A VM
+// step with nothing to stop never holds the warm-up back.
+const warmYield = 20 * time.Millisecond
 
 // warmKeepalive is how often idle warm SSH connections are checked with a
 // keepalive request; one that fails is dialled again in the background.
@@ -65,6 +74,7 @@ type slot[T any] struct {
 	val     T
 	err     error
 	warm    bool // opened in advance by a worker, not on the critical path
+	used    bool // SSH only: handed to a step, which handles its failures
 	taken   bool // BMC only: handed over to a host's power-off sequence
 }
 
@@ -196,6 +206,13 @@ func (e *exec) confirmedOff() map[string]bool {
 func (p *connPool) worker() {
 	defer p.wg.Done()
 	for {
+		for p.e.r.novaStops.Load() > 0 {
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-time.After(warmYield):
+			}
+		}
 		p.mu.Lock()
 		if p.closed || len(p.queue) == 0 {
 			p.mu.Unlock()
@@ -313,6 +330,9 @@ func (p *connPool) sshConn(h config.Host) (*slot[HostConn], error) {
 				}
 				return nil, s.err
 			}
+			p.mu.Lock()
+			s.used = true
+			p.mu.Unlock()
 			return s, nil
 		}
 		waited := !isDone(s.done)
@@ -323,6 +343,9 @@ func (p *connPool) sshConn(h config.Host) (*slot[HostConn], error) {
 			return nil, p.e.ctx.Err()
 		}
 		if s.err == nil && connAlive(s.val) {
+			p.mu.Lock()
+			s.used = true
+			p.mu.Unlock()
 			return s, nil
 		}
 		if s.err != nil && (!s.warm || waited || permanentSSH(s.err)) {
@@ -425,8 +448,9 @@ func (p *connPool) takeBMC(h config.Host) (ctl PowerController, warm bool, err e
 	return ctl, false, nil
 }
 
-// keepalive checks the idle warm SSH connections every warmKeepalive and
-// dials again, in the background, the ones that died.
+// keepalive checks the warm SSH connections no step has used yet every
+// warmKeepalive, and dials again, in the background, the ones that died.
+// Once a step uses a connection, that step handles its failures.
 func (p *connPool) keepalive() {
 	defer p.wg.Done()
 	t := time.NewTicker(warmKeepalive)
@@ -446,7 +470,7 @@ func (p *connPool) keepalive() {
 		for name, s := range p.ssh {
 			select {
 			case <-s.done:
-				if s.err == nil && s.warm {
+				if s.err == nil && s.warm && !s.used {
 					checks = append(checks, check{name, s})
 				}
 			default:
@@ -557,4 +581,28 @@ func connAlive(c HostConn) bool {
 		return lc.Alive()
 	}
 	return true
+}
+
+// countStops wraps the cloud opener so that the runner knows how many
+// os-stop requests are in flight (see warmYield).
+func countStops(d *Deps, n *atomic.Int64) {
+	open := d.OpenCloud
+	d.OpenCloud = func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error) {
+		c, err := open(ctx, cfg, onRetry)
+		if err != nil {
+			return nil, err
+		}
+		return countedCloud{c, n}, nil
+	}
+}
+
+type countedCloud struct {
+	Cloud
+	n *atomic.Int64
+}
+
+func (c countedCloud) Stop(ctx context.Context, id string) error {
+	c.n.Add(1)
+	defer c.n.Add(-1)
+	return c.Cloud.Stop(ctx, id)
 }

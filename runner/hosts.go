@@ -57,13 +57,14 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	}
 	var off, failed atomic.Int64
 	off.Add(int64(len(finished)))
+	rec := newRecorder(e)
 	for gi, g := range groups {
 		if e.stopping() {
 			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", off.Load(), total), errCancelled
 		}
 		label := groupLabel(g)
-		e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-		e.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
+		rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
+		rec.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
 		var runs []*hostRun
 		for _, h := range g {
 			if _, ok := finished[h.Name]; ok {
@@ -76,21 +77,22 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
 			runs = append(runs, r)
 		}
-		e.beginGroup(step, runs)
+		e.beginGroup(step, runs, rec)
 		var wg sync.WaitGroup
 		for _, r := range runs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if e.powerOffHost(step, r) {
+				if e.powerOffHost(step, r, rec) {
 					off.Add(1)
 				} else {
 					failed.Add(1)
 				}
-				e.progress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
+				rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
 			}()
 		}
 		wg.Wait()
+		rec.wait() // before anything else writes progress
 	}
 	detail := fmt.Sprintf("%d/%d hosts off", off.Load(), total)
 	if n := failed.Load(); n > 0 {
@@ -113,53 +115,33 @@ type hostRun struct {
 
 // beginGroup records, before any command of the group leaves, each host's
 // power-off action and, for the hosts that send the SSH power-off at once,
-// their ssh-poweroff action: a few transactions for the whole group instead
-// of two per host, which on a group of seventy kept the last command waiting
-// behind a hundred and forty commits. If the batch cannot be written, each
-// host records its own (and reports the failure).
-func (e *exec) beginGroup(step store.Step, runs []*hostRun) {
-	if len(runs) == 0 {
-		return
-	}
-	keys := make([]store.ActionKey, len(runs))
-	for i, r := range runs {
-		keys[i] = store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "power-off"}
-	}
-	as, err := e.r.store.BeginActions(e.db(), keys, "")
-	if err != nil {
-		e.log.Error("record host group", "err", err)
-		return
-	}
-	for i := range runs {
-		runs[i].action = &as[i]
-	}
-	// ssh-poweroff actions, one batch per power-off command (the detail).
-	byCmd := map[string][]*hostRun{}
-	var cmds []string
+// their ssh-poweroff action: one transaction for the whole group (with the
+// group's event and progress) instead of two per host, which on a group of
+// seventy kept the last command waiting behind a hundred and forty commits.
+// A host whose record could not be written records its own (and reports
+// the failure).
+func (e *exec) beginGroup(step store.Step, runs []*hostRun, rec *recorder) {
+	var bs []store.ActionBegin
+	var dst []**store.Action
 	for _, r := range runs {
-		if r.check || r.prior.sent {
-			continue
+		bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "power-off"}})
+		dst = append(dst, &r.action)
+		if !r.check && !r.prior.sent {
+			bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "ssh-poweroff"},
+				Detail: r.h.SSH.PoweroffCommand})
+			dst = append(dst, &r.ssh)
 		}
-		c := r.h.SSH.PoweroffCommand
-		if byCmd[c] == nil {
-			cmds = append(cmds, c)
-		}
-		byCmd[c] = append(byCmd[c], r)
 	}
-	for _, c := range cmds {
-		rs := byCmd[c]
-		keys := make([]store.ActionKey, len(rs))
-		for i, r := range rs {
-			keys[i] = store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "ssh-poweroff"}
-		}
-		as, err := e.r.store.BeginActions(e.db(), keys, c)
-		if err != nil {
-			e.log.Error("record host group", "err", err)
+	if len(bs) == 0 {
+		return
+	}
+	as, errs := rec.beginAll(bs)
+	for i := range as {
+		if errs[i] != nil {
+			e.log.Error("record host group", "err", errs[i])
 			continue
 		}
-		for i := range rs {
-			rs[i].ssh = &as[i]
-		}
+		*dst[i] = &as[i]
 	}
 }
 
@@ -197,13 +179,13 @@ func groupLabel(g []config.Host) string {
 // host confirmed Off is sent a second power-off. Otherwise the command
 // leaves at once; a host that cannot be reached over SSH has its power read
 // before the BMC is told to power it off.
-func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
+func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	h, prior := run.h, run.prior
 	t := e.r.cfg.Timeouts
 	ha := run.action
 	if ha == nil {
 		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
-		a, err := e.r.store.BeginAction(e.db(), hostKey, "")
+		a, err := rec.begin(hostKey, "")
 		if err != nil {
 			e.fail("host %s: record action: %v", h.Name, err)
 			return false
@@ -218,13 +200,13 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
 		}
 		e.closeInterrupted(step, h.Name, ha.ID, ok)
 		if ok {
-			e.finishAction(ha.ID, store.ActionSucceeded, detail, "")
-			e.event("info", fmt.Sprintf("host %s off", h.Name), detail)
+			rec.finish(ha.ID, store.ActionSucceeded, detail, "")
+			rec.event("info", fmt.Sprintf("host %s off", h.Name), detail)
 			return true
 		}
 		e.fail("host %s: %s", h.Name, msg)
-		e.finishAction(ha.ID, store.ActionFailed, detail, msg)
-		e.event("error", fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+		rec.finish(ha.ID, store.ActionFailed, detail, msg)
+		rec.event("error", fmt.Sprintf("host %s not confirmed off", h.Name), msg)
 		return false
 	}
 	start := time.Now()
@@ -272,9 +254,9 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
 
 	sent := prior.sent
 	if sent {
-		e.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+		rec.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
 	} else {
-		sent = e.sshPowerOff(step, h, run.ssh)
+		sent = e.sshPowerOff(step, h, run.ssh, rec)
 	}
 	if h.BMC == nil {
 		if sent {
@@ -284,7 +266,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
 	}
 	<-ready
 	if bmcErr != nil {
-		e.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+		rec.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
 		if sent {
 			return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
 		}
@@ -292,13 +274,13 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
 	}
 
 	if sent {
-		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff) {
+		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff, rec) {
 			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
 		}
 		if e.ctx.Err() != nil {
 			return finish(false, "", "interrupted")
 		}
-		e.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+		rec.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
 	} else if !checked {
 		// SSH could not reach the host: it may be off already. Never power
 		// off through the BMC what is already Off.
@@ -309,14 +291,14 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun) bool {
 	if e.ctx.Err() != nil {
 		return finish(false, "", "interrupted")
 	}
-	if e.bmcPower(step, h, ctl, "bmc-soft-off", ctl.SoftOff) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff) {
+	if e.bmcPower(step, h, "bmc-soft-off", ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff, rec) {
 		return finish(true, fmt.Sprintf("off via BMC soft off after %s", since(start)), "")
 	}
 	if e.ctx.Err() != nil {
 		return finish(false, "", "interrupted")
 	}
-	e.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
-	if e.bmcPower(step, h, ctl, "bmc-hard-off", ctl.HardOff) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff) {
+	rec.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
+	if e.bmcPower(step, h, "bmc-hard-off", ctl.HardOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff, rec) {
 		return finish(true, fmt.Sprintf("off via BMC hard off after %s", since(start)), "")
 	}
 	return finish(false, "", "still on after BMC hard off")
@@ -372,10 +354,10 @@ func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
 
 // sshPowerOff sends the power-off command. It reports whether the command
 // was sent; a dropped connection counts as sent (the host went down).
-func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action) bool {
+func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) bool {
 	if a == nil {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
-		b, err := e.r.store.BeginAction(e.db(), key, h.SSH.PoweroffCommand)
+		b, err := rec.begin(key, h.SSH.PoweroffCommand)
 		if err != nil {
 			e.log.Error("record action", "err", err)
 			return false
@@ -390,22 +372,22 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action) bool
 		return false // service stopping: left running, retried on resume
 	}
 	if dialErr != nil {
-		e.finishAction(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
-		e.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
+		rec.finish(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
+		rec.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
 		return false
 	}
 	if err != nil {
-		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
-		e.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
+		rec.finish(a.ID, store.ActionFailed, "", err.Error())
+		rec.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
 		return false
 	}
-	e.finishAction(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
+	rec.finish(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
 	return true
 }
 
-func (e *exec) bmcPower(step store.Step, h config.Host, ctl PowerController, op string, f func(context.Context) error) bool {
+func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(context.Context) error, rec *recorder) bool {
 	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
-	a, err := e.r.store.BeginAction(e.db(), key, fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address))
+	a, err := rec.begin(key, fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address))
 	if err != nil {
 		e.log.Error("record action", "err", err)
 		return false
@@ -414,18 +396,18 @@ func (e *exec) bmcPower(step store.Step, h config.Host, ctl PowerController, op 
 		if e.ctx.Err() != nil {
 			return false // service stopping: left running, retried on resume
 		}
-		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		return false
 	}
-	e.finishAction(a.ID, store.ActionSucceeded, "accepted", "")
+	rec.finish(a.ID, store.ActionSucceeded, "accepted", "")
 	return true
 }
 
 // confirmOff polls the BMC until the power state reads Off or the timeout
 // passes.
-func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op string, timeout time.Duration) bool {
+func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op string, timeout time.Duration, rec *recorder) bool {
 	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
-	a, err := e.r.store.BeginAction(e.db(), key, fmt.Sprintf("waiting up to %s for Off", timeout))
+	a, err := rec.begin(key, fmt.Sprintf("waiting up to %s for Off", timeout))
 	if err != nil {
 		e.log.Error("record action", "err", err)
 		return false
@@ -439,7 +421,7 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 		ps, err := ctl.PowerState(e.ctx)
 		last, lastErr = ps, err
 		if err == nil && ps == bmc.Off {
-			e.finishAction(a.ID, store.ActionSucceeded, fmt.Sprintf("Off after %s", since(start)), "")
+			rec.finish(a.ID, store.ActionSucceeded, fmt.Sprintf("Off after %s", since(start)), "")
 			return true
 		}
 		if time.Now().After(deadline) || e.ctx.Err() != nil {
@@ -459,7 +441,7 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 	if lastErr != nil {
 		msg = fmt.Sprintf("power state unreadable after %s: %v", timeout, lastErr)
 	}
-	e.finishAction(a.ID, store.ActionFailed, "", msg)
+	rec.finish(a.ID, store.ActionFailed, "", msg)
 	return false
 }
 

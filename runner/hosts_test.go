@@ -211,6 +211,39 @@ func TestDeadWarmConnectionIsDialledAgain(t *testing.T) {
 	}
 }
 
+// While the VMs stop, idle warm connections are checked; one found dead is
+// dialled again in the background, and that new connection is the one the
+// power-off uses.
+func TestWarmConnectionFoundDeadIsReplacedInTheBackground(t *testing.T) {
+	defer runner.SetWarmKeepalive(100 * time.Millisecond)()
+	f := newFixture(t, slowVM)
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	loggedIn := func(n int) func() bool {
+		return func() bool { return f.site.Host("compute-02").SSH.Logins() == n }
+	}
+	f.waitFor("compute-02 logged in", 20*time.Second, loggedIn(1))
+	h := f.site.Host("compute-02").SSH
+	h.SetReachable(false)
+	h.SetReachable(true)
+	f.waitFor("compute-02 logged in again", 20*time.Second, loggedIn(2))
+	if steps, _ := f.store.Steps(context.Background(), job.ID); len(steps) != 1 || steps[0].State != store.StepRunning {
+		t.Fatalf("steps %+v: want the new login while the VM step runs", steps)
+	}
+
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	if n := h.Logins(); n != 2 {
+		t.Errorf("compute-02: %d logins, want 2 (the power-off used the replacement)", n)
+	}
+	if h.PowerCommands() != 1 || f.site.Host("compute-02").Machine.State() != sitesim.PowerOff {
+		t.Errorf("compute-02: %d power commands, %s", h.PowerCommands(), f.site.Host("compute-02").Machine.State())
+	}
+}
+
 // A host whose key does not match known_hosts is never logged in to, not by
 // the warm-up and not when its turn comes: it goes down through its BMC.
 func TestHostKeyMismatchIsNeverConnectedTo(t *testing.T) {

@@ -37,7 +37,10 @@ type Runner struct {
 
 	kick   chan struct{}
 	settle sync.Once
-	warm   cloudWarmer // an authenticated OpenStack client for the next shutdown
+	// novaStops counts os-stop requests in flight; connection warm-up
+	// yields to them (see warmYield).
+	novaStops atomic.Int64
+	warm      cloudWarmer // an authenticated OpenStack client for the next shutdown
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -61,10 +64,13 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 		log = slog.Default()
 	}
 	opts.Deps.fill()
+	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	countStops(&opts.Deps, &r.novaStops)
 	if opts.Observer != nil {
 		opts.Deps = observeDeps(opts.Deps, opts.Observer)
 	}
-	return &Runner{cfg: cfg, store: st, log: log, deps: opts.Deps, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	r.deps = opts.Deps
+	return r
 }
 
 // Kick wakes the runner at once: a job was created, cancelled or preempted.

@@ -85,6 +85,8 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		serial, parallel = plan[:n], plan[n:]
 	}
 	var failed, finished atomic.Int64
+	rec := newRecorder(e)
+	defer rec.wait()
 	interrupted := func() (store.StepState, string, error) {
 		// The service is stopping: the outcome of what was in flight is
 		// unknown, so those actions stay running and the resumed job runs
@@ -95,12 +97,12 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		if e.stopping() {
 			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", i, len(plan)), errCancelled
 		}
-		e.progress("Stopping storage (%d/%d commands): %s on %s", i, len(plan), c.Command, c.Host)
+		rec.setProgress("Stopping storage (%d/%d commands): %s on %s", i, len(plan), c.Command, c.Host)
 		if done[c.Host+"\x00"+c.Command] {
 			finished.Add(1)
 			continue
 		}
-		switch r, err := e.storageCommand(step, c, nil); r {
+		switch r, err := e.storageCommand(step, c, nil, rec); r {
 		case cmdRecordFailed:
 			return store.StepFailed, "", err
 		case cmdInterrupted:
@@ -111,7 +113,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		finished.Add(1)
 	}
 	if len(parallel) > 0 {
-		e.progress("Stopping storage (%d/%d commands): %s on %d hosts at once", finished.Load(), len(plan), config.CephStopCommand, len(parallel))
+		rec.setProgress("Stopping storage (%d/%d commands): %s on %d hosts at once", finished.Load(), len(plan), config.CephStopCommand, len(parallel))
 		var (
 			wg        sync.WaitGroup
 			sem       = make(chan struct{}, storageParallel)
@@ -129,7 +131,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		}
 		// One transaction records every stop before the first is sent,
 		// rather than one commit per host queued behind the others.
-		begun := e.beginStorage(step, todo)
+		begun := e.beginStorage(step, todo, rec)
 		var skipped []store.ActionResult
 		for i, c := range todo {
 			sem <- struct{}{}
@@ -147,7 +149,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 			go func(c config.StorageCommand, a *store.Action) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				switch r, err := e.storageCommand(step, c, a); r {
+				switch r, err := e.storageCommand(step, c, a, rec); r {
 				case cmdRecordFailed:
 					recordErr.CompareAndSwap(nil, &err)
 					return
@@ -158,10 +160,11 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 					failed.Add(1)
 				}
 				n := finished.Add(1)
-				e.progress("Stopping storage (%d/%d commands): %s on %d hosts at once", n, len(plan), config.CephStopCommand, len(parallel))
+				rec.setProgress("Stopping storage (%d/%d commands): %s on %d hosts at once", n, len(plan), config.CephStopCommand, len(parallel))
 			}(c, begun[i])
 		}
 		wg.Wait()
+		rec.wait() // before anything else writes progress
 		if len(skipped) > 0 {
 			if err := e.r.store.FinishActions(e.db(), skipped); err != nil {
 				e.log.Error("finish skipped storage actions", "err", err)
@@ -177,7 +180,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		}
 	}
 	detail := fmt.Sprintf("%d/%d commands succeeded", len(plan)-int(failed.Load()), len(plan))
-	e.progress("Stopping storage (%d/%d commands)", len(plan), len(plan))
+	rec.setProgress("Stopping storage (%d/%d commands)", len(plan), len(plan))
 	if n := failed.Load(); n > 0 {
 		return store.StepFailed, detail, fmt.Errorf("%d storage commands failed", n)
 	}
@@ -198,24 +201,24 @@ func storageKey(e *exec, step store.Step, c config.StorageCommand) store.ActionK
 	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: c.Host, TargetID: c.Command, Operation: c.Operation()}
 }
 
-// beginStorage records the actions of cmds (all the same command) in one
-// transaction. On failure it returns nils: each command then records its
-// own action, and reports the failure.
-func (e *exec) beginStorage(step store.Step, cmds []config.StorageCommand) []*store.Action {
+// beginStorage records the actions of cmds in one transaction. A command
+// whose record could not be written gets nil: it records its own action
+// (and reports the failure).
+func (e *exec) beginStorage(step store.Step, cmds []config.StorageCommand, rec *recorder) []*store.Action {
 	out := make([]*store.Action, len(cmds))
 	if len(cmds) == 0 {
 		return out
 	}
-	keys := make([]store.ActionKey, len(cmds))
+	bs := make([]store.ActionBegin, len(cmds))
 	for i, c := range cmds {
-		keys[i] = storageKey(e, step, c)
+		bs[i] = store.ActionBegin{Key: storageKey(e, step, c), Detail: c.Command}
 	}
-	as, err := e.r.store.BeginActions(e.db(), keys, cmds[0].Command)
-	if err != nil {
-		e.log.Error("record storage actions", "err", err)
-		return out
-	}
+	as, errs := rec.beginAll(bs)
 	for i := range as {
+		if errs[i] != nil {
+			e.log.Error("record storage action", "err", errs[i])
+			continue
+		}
 		out[i] = &as[i]
 	}
 	return out
@@ -223,9 +226,9 @@ func (e *exec) beginStorage(step store.Step, cmds []config.StorageCommand) []*st
 
 // storageCommand runs c and records its outcome; its action is recorded
 // first, unless a is one already recorded.
-func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store.Action) (cmdResult, error) {
+func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store.Action, rec *recorder) (cmdResult, error) {
 	if a == nil {
-		b, err := e.r.store.BeginAction(e.db(), storageKey(e, step, c), c.Command)
+		b, err := rec.begin(storageKey(e, step, c), c.Command)
 		if err != nil {
 			return cmdRecordFailed, fmt.Errorf("record action: %w", err)
 		}
@@ -237,10 +240,10 @@ func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store
 	}
 	if err != nil {
 		e.fail("storage %q on %s: %v", c.Command, c.Host, err)
-		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
+		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		return cmdFailed, err
 	}
-	e.finishAction(a.ID, store.ActionSucceeded, firstLine(out), "")
+	rec.finish(a.ID, store.ActionSucceeded, firstLine(out), "")
 	return cmdSucceeded, nil
 }
 
