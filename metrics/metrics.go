@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -51,6 +52,20 @@ type Metrics struct {
 	peerRequests *prometheus.CounterVec
 	peerErrors   *prometheus.CounterVec
 	httpRequests *prometheus.CounterVec
+
+	// Memos of Instrument, which runs on every request: the route of a
+	// method and exact path whose route template is that path (no
+	// variables, so the set is bounded by the routes), and the counter of
+	// each label set.
+	staticRoutes sync.Map // routeKey -> string
+	httpCounters sync.Map // httpLabels -> prometheus.Counter
+}
+
+type routeKey struct{ method, path string }
+
+type httpLabels struct {
+	route, method string
+	code          int
 }
 
 var _ runner.Observer = (*Metrics)(nil)
@@ -191,21 +206,52 @@ func (m *Metrics) Mount(r *mux.Router, access string, requireRead func(http.Hand
 // Instrument counts every request served by next, labelled with the route
 // template it matches on router ("/jobs/{id:[0-9]+}", so ids do not make
 // new series), or "unmatched" for the 404/405 answers.
+//
+// Status endpoints are polled thousands of times a second during a
+// shutdown, so the two costly steps are memoized: matching the route (a
+// regexp per route tried) for a method and path whose template is the path
+// itself, and finding the counter of a label set (hashing three strings).
+// Both memos are bounded by the routes, the standard methods and the codes
+// the service answers with; a path with variables, or a request with an
+// unusual method, is matched every time. This assumes,
+// as is true of every route shutdownd registers, that routes match on
+// method and path only and are all added before serving.
 func (m *Metrics) Instrument(router *mux.Router, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := "unmatched"
-		var rm mux.RouteMatch
-		if router.Match(r, &rm) && rm.Route != nil && rm.MatchErr == nil {
-			if t, err := rm.Route.GetPathTemplate(); err == nil {
-				route = t
+		rk := routeKey{r.Method, r.URL.Path}
+		route, ok := "", false
+		if v, hit := m.staticRoutes.Load(rk); hit {
+			route, ok = v.(string), true
+		}
+		if !ok {
+			route = "unmatched"
+			var rm mux.RouteMatch
+			if router.Match(r, &rm) && rm.Route != nil && rm.MatchErr == nil {
+				if t, err := rm.Route.GetPathTemplate(); err == nil {
+					route = t
+					if t == r.URL.Path && method(r.Method) == r.Method {
+						m.staticRoutes.Store(rk, t)
+					}
+				}
 			}
 		}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() {
-			m.httpRequests.WithLabelValues(route, method(r.Method), strconv.Itoa(sw.code)).Inc()
+			m.httpCounter(route, method(r.Method), sw.code).Inc()
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// httpCounter is httpRequests.WithLabelValues(route, method, code), memoized.
+func (m *Metrics) httpCounter(route, method string, code int) prometheus.Counter {
+	k := httpLabels{route, method, code}
+	if c, ok := m.httpCounters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.httpRequests.WithLabelValues(route, method, strconv.Itoa(code))
+	m.httpCounters.Store(k, c)
+	return c
 }
 
 // method bounds the method label: a client may send any token as a method.

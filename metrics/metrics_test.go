@@ -205,3 +205,53 @@ func TestJobMetrics(t *testing.T) {
 		t.Errorf("after LoadLast:\n%s", b)
 	}
 }
+
+// TestHTTPRequestsRepeated: the route and counter memos of Instrument count
+// repeated requests exactly as matching every time would: by route
+// template, method and code, unmatched paths and methods as "unmatched",
+// and never memoize a path with variables as a route of its own.
+func TestHTTPRequestsRepeated(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "open")
+	for range 5 {
+		if code, body := r.get(t, "/shutdown/status", r.readTok); code != 200 {
+			t.Fatalf("status: %d %s", code, body)
+		}
+		r.get(t, "/shutdown/status", "")
+		r.get(t, "/jobs/7", r.readTok)
+		r.get(t, "/jobs/8", r.readTok)
+		r.get(t, "/nope", "")
+	}
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPost, r.srv.URL+"/shutdown/status", nil)
+		resp, err := r.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		req, _ = http.NewRequest("FROB", r.srv.URL+"/shutdown/status", nil)
+		if resp, err = r.srv.Client().Do(req); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_, body := r.get(t, "/metrics", "")
+	for _, want := range []string{
+		`shutdownd_http_requests_total{code="200",method="GET",route="/shutdown/status"} 5`,
+		`shutdownd_http_requests_total{code="401",method="GET",route="/shutdown/status"} 5`,
+		`shutdownd_http_requests_total{code="404",method="GET",route="/jobs/{id:[0-9]+}"} 10`,
+		`shutdownd_http_requests_total{code="404",method="GET",route="unmatched"} 5`,
+		`shutdownd_http_requests_total{code="405",method="POST",route="unmatched"} 2`,
+		`shutdownd_http_requests_total{code="405",method="other",route="unmatched"} 2`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	if strings.Contains(body, `route="/jobs/7"`) || strings.Contains(body, `route="/jobs/8"`) {
+		t.Error("a path with an id became a route label")
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
+	}
+}
