@@ -135,6 +135,10 @@ func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
 // which its number of VMs absorbs in the requests per VM.
 var listPageSizes = []int{250, 0}
 
+// firstProgressWait bounds how long current_step may stay as the step
+// found it while the first page is listed (see openstackStop).
+const firstProgressWait = 100 * time.Millisecond
+
 // openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
 // polling the server list (one request per poll for all servers, never one
 // GET per VM). It stops the servers of the first page while the next pages
@@ -172,10 +176,31 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			}
 		})
 	}()
+	// With the client ready there is nothing to say before the listing,
+	// and the text waits for the first batch of actions (at most
+	// firstProgressWait): both are commits on the store's one writer
+	// connection, and a slow disk would otherwise hold the first os-stops
+	// back behind this one's fsync.
+	firstOut := make(chan struct{})
+	progressed := make(chan struct{})
+	var firstOnce sync.Once
+	markFirst := func() { firstOnce.Do(func() { close(firstOut) }) }
 	if warm {
-		// Written while the first page is in flight.
-		e.progress("Stopping OpenStack VMs: listing servers")
+		go func() {
+			defer close(progressed)
+			t := time.NewTimer(firstProgressWait)
+			defer t.Stop()
+			select {
+			case <-firstOut:
+			case <-t.C:
+			}
+			e.progress("Stopping OpenStack VMs: listing servers, sending os-stop")
+		}()
+	} else {
+		close(progressed)
 	}
+	// Nothing of this step may write current_step after it returned.
+	defer func() { markFirst(); <-progressed }()
 
 	// Read while the first page is in flight.
 	prior, err := e.r.store.StepActions(e.db(), step.ID)
@@ -204,6 +229,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	w := newStopper(e, cloud, cfg.Concurrency)
 	var recordErr error
 	for b := range rec.run(pages, cfg.Concurrency, stopListing) {
+		markFirst()
 		if b.err != nil {
 			recordErr = b.err
 			continue
@@ -259,10 +285,12 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			return store.StepFailed, "", listErr
 		}
 		e.event("error", fmt.Sprintf("listing servers failed after %d servers; waiting for the %d stops already sent", plan.total, len(pending)), listErr.Error())
-	} else if listErr == nil && !rec.stoppedListing.Load() {
+	} else if !rec.stoppedListing.Load() {
 		e.event("info", "listed servers", plan.summary())
 	}
 	total := len(plan.stop) + len(plan.off)
+	markFirst()
+	<-progressed
 	e.progress("Stopping OpenStack VMs (%d/%d off)", total-len(pending), total)
 
 	deadline := time.Now().Add(cfg.StopTimeout)

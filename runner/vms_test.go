@@ -221,7 +221,8 @@ func TestServiceStopDuringTheListingResumesWithoutSecondStops(t *testing.T) {
 			return true
 		}
 	})
-	r, stop := f.start()
+	r, w, stop := f.startWatched()
+	f.waitFor("authenticated ahead", 10*time.Second, func() bool { ok, _ := w.counts(); return ok == 1 })
 	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +241,9 @@ func TestServiceStopDuringTheListingResumesWithoutSecondStops(t *testing.T) {
 		}
 		return false
 	})
+	// The status says what is going on while the listing hangs.
+	const listing = "Stopping OpenStack VMs: listing servers, sending os-stop"
+	f.waitFor("current_step while listing", 10*time.Second, func() bool { return f.job(job.ID).CurrentStep == listing })
 	stop()
 	if j := f.job(job.ID); j.State != store.StateRunning {
 		t.Fatalf("after the service stopped the job is %s, want running", j.State)
