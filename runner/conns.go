@@ -41,20 +41,37 @@ type connPool struct {
 	ssh    map[string]*slot[HostConn]
 	bmc    map[string]*slot[PowerController]
 	queue  []warmTask
+
+	stopsBefore int64       // os-stops the runner had sent before this job
+	released    atomic.Bool // see release
 }
 
 // warmWorkers bounds the connections opened at once in advance: enough to
 // warm a hundred hosts in about a second.
 const warmWorkers = 8
 
-// Warm-up yields to the VM step's os-stop requests: a worker opens nothing
-// while one is in flight (Runner.novaStops), and looks again every
-// warmYield. Each login costs a few milliseconds of CPU (key exchange, TLS,
-// Redfish session) and the os-stops are the critical path of a shutdown:
-// the slowest VM's stop may be among the last sent. Once the stops are out,
-// the VM step only polls, and the connections are opened meanwhile. A VM
-// step with nothing to stop never holds the warm-up back.
-const warmYield = 20 * time.Millisecond
+// Warm-up waits for the VM step's os-stop requests. Each login costs a few
+// milliseconds of CPU (key exchange, TLS, Redfish session), and the
+// os-stops are the critical path of a shutdown: the slowest VM's stop may be
+// among the last sent, and a login in the middle of the listing or the
+// sends delays them. So a worker opens nothing until the VM step has sent
+// its stops: at least one os-stop went out, none is in flight, and none
+// for warmQuiet (a pause between two pages of the server list is not the
+// end). The VM step then only polls, and the connections are opened
+// meanwhile. The storage and host steps release the warm-up at once when
+// they start (a VM step with nothing to stop, or no OpenStack at all, never
+// holds it back beyond its own end). Workers look again every warmYield.
+const (
+	warmQuiet = 200 * time.Millisecond
+	warmYield = 20 * time.Millisecond
+)
+
+// stopCounter follows the os-stop requests of the runner's cloud client.
+type stopCounter struct {
+	inFlight atomic.Int64
+	total    atomic.Int64
+	last     atomic.Int64 // unix nanoseconds of the last one to end
+}
 
 // warmKeepalive is how often idle warm SSH connections are checked with a
 // keepalive request; one that fails is dialled again in the background.
@@ -85,7 +102,8 @@ func newSlot[T any]() *slot[T] { return &slot[T]{done: make(chan struct{})} }
 func startPool(e *exec) *connPool {
 	ctx, cancel := context.WithCancel(e.ctx)
 	p := &connPool{e: e, ctx: ctx, cancel: cancel,
-		ssh: map[string]*slot[HostConn]{}, bmc: map[string]*slot[PowerController]{}}
+		ssh: map[string]*slot[HostConn]{}, bmc: map[string]*slot[PowerController]{},
+		stopsBefore: e.r.nova.total.Load()}
 	p.queue = warmPlan(e.r.cfg, e.confirmedOff())
 	start, total := time.Now(), len(p.queue)
 	n := min(warmWorkers, len(p.queue))
@@ -206,7 +224,7 @@ func (e *exec) confirmedOff() map[string]bool {
 func (p *connPool) worker() {
 	defer p.wg.Done()
 	for {
-		for p.e.r.novaStops.Load() > 0 {
+		for !p.mayWarm() {
 			select {
 			case <-p.ctx.Done():
 				return
@@ -244,6 +262,27 @@ func (p *connPool) worker() {
 		if run != nil {
 			run()
 		}
+	}
+}
+
+// mayWarm reports whether the warm-up may open a connection now (see
+// warmQuiet).
+func (p *connPool) mayWarm() bool {
+	if p.released.Load() {
+		return true
+	}
+	n := &p.e.r.nova
+	if n.total.Load() == p.stopsBefore || n.inFlight.Load() > 0 {
+		return false
+	}
+	return time.Since(time.Unix(0, n.last.Load())) >= warmQuiet
+}
+
+// release lets the warm-up go on regardless of the VM step: the step that
+// needs the connections has started.
+func (p *connPool) release() {
+	if p != nil {
+		p.released.Store(true)
 	}
 }
 
@@ -583,9 +622,9 @@ func connAlive(c HostConn) bool {
 	return true
 }
 
-// countStops wraps the cloud opener so that the runner knows how many
-// os-stop requests are in flight (see warmYield).
-func countStops(d *Deps, n *atomic.Int64) {
+// countStops wraps the cloud opener so that the runner follows its os-stop
+// requests (see warmQuiet).
+func countStops(d *Deps, n *stopCounter) {
 	open := d.OpenCloud
 	d.OpenCloud = func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error) {
 		c, err := open(ctx, cfg, onRetry)
@@ -598,11 +637,15 @@ func countStops(d *Deps, n *atomic.Int64) {
 
 type countedCloud struct {
 	Cloud
-	n *atomic.Int64
+	n *stopCounter
 }
 
 func (c countedCloud) Stop(ctx context.Context, id string) error {
-	c.n.Add(1)
-	defer c.n.Add(-1)
+	c.n.total.Add(1)
+	c.n.inFlight.Add(1)
+	defer func() {
+		c.n.last.Store(time.Now().UnixNano())
+		c.n.inFlight.Add(-1)
+	}()
 	return c.Cloud.Stop(ctx, id)
 }

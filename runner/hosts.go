@@ -15,6 +15,7 @@ import (
 )
 
 func (e *exec) hostsStep(step store.Step) (store.StepState, string, error) {
+	e.pool.release()
 	if e.job.Kind == store.KindSimulation {
 		return e.hostsCheck(step)
 	}

@@ -37,10 +37,10 @@ type Runner struct {
 
 	kick   chan struct{}
 	settle sync.Once
-	// novaStops counts os-stop requests in flight; connection warm-up
-	// yields to them (see warmYield).
-	novaStops atomic.Int64
-	warm      cloudWarmer // an authenticated OpenStack client for the next shutdown
+	// nova follows the os-stop requests; connection warm-up waits for
+	// them (see warmQuiet).
+	nova stopCounter
+	warm cloudWarmer // an authenticated OpenStack client for the next shutdown
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -65,7 +65,7 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	}
 	opts.Deps.fill()
 	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
-	countStops(&opts.Deps, &r.novaStops)
+	countStops(&opts.Deps, &r.nova)
 	if opts.Observer != nil {
 		opts.Deps = observeDeps(opts.Deps, opts.Observer)
 	}

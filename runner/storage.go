@@ -15,6 +15,7 @@ import (
 )
 
 func (e *exec) storageStep(step store.Step) (store.StepState, string, error) {
+	e.pool.release() // the VM step is over: open what is left at once
 	st := e.r.cfg.Storage
 	if st.Type == "" || st.Type == "none" {
 		return store.StepSkipped, "no storage layer configured", nil
