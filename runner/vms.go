@@ -161,19 +161,34 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 
 	// The listing runs on its own goroutine and hands over each page; the
 	// recorder below takes them as they come.
+	rec := &vmRecorder{e: e, step: step, done: map[string]bool{}, existing: map[string]bool{}, seen: map[string]bool{},
+		firstDone: make(chan struct{})}
+	rec.plan.byStatus = map[string]int{}
 	lctx, stopListing := context.WithCancel(e.ctx)
 	defer stopListing()
 	pages := make(chan []openstack.Server, 16)
 	listed := make(chan error, 1)
 	go func() {
 		defer close(pages)
+		n := 0
 		listed <- cloud.ListServerPages(lctx, listPageSizes, func(p []openstack.Server) error {
 			select {
 			case pages <- p:
-				return nil
 			case <-lctx.Done():
 				return lctx.Err()
 			}
+			if n++; n == 1 {
+				// The next page waits for the first os-stops to be
+				// recorded: rendering and decoding it would take the CPU
+				// they need, and the first page keeps the senders busy
+				// while it is listed.
+				select {
+				case <-rec.firstDone:
+				case <-lctx.Done():
+					return lctx.Err()
+				}
+			}
+			return nil
 		})
 	}()
 	// With the client ready there is nothing to say before the listing,
@@ -209,8 +224,6 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		<-listed
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
-	rec := &vmRecorder{e: e, step: step, done: map[string]bool{}, existing: map[string]bool{}, seen: map[string]bool{}}
-	rec.plan.byStatus = map[string]int{}
 	for _, a := range prior {
 		if a.TargetKind != "vm" {
 			continue
@@ -446,6 +459,10 @@ type vmRecorder struct {
 	plan           vmPlan
 	recs           []store.ActionRecord
 	stoppedListing atomic.Bool
+	// firstDone is closed once the first batch is recorded, or the first
+	// pages had nothing to stop, or the recorder ended.
+	firstDone chan struct{}
+	firstOnce sync.Once
 }
 
 // add classifies one page and appends the servers to stop to queue.
@@ -501,8 +518,10 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 		r.stoppedListing.Store(true)
 		stopListing()
 	}
+	firstDone := func() { r.firstOnce.Do(func() { close(r.firstDone) }) }
 	go func() {
 		defer close(out)
+		defer firstDone()
 		var queue []openstack.Server
 		size := max(first, 1)
 		in := pages
@@ -531,6 +550,7 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 				}
 			}
 			if len(queue) == 0 {
+				firstDone()
 				continue
 			}
 			if r.e.stopping() {
@@ -546,6 +566,7 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 			}
 			actions, err := r.e.r.store.BeginActions(r.e.db(), keys, "sending os-stop")
 			out <- stopBatch{servers: list, actions: actions, err: err}
+			firstDone()
 			if err != nil {
 				stop()
 				return
