@@ -26,7 +26,10 @@ import (
 // runningShutdown creates and starts a shutdown job and keeps committing
 // progress to it (current step and an event, as the runner does) until the
 // test ends, so that data_version moves all the time, as during a real
-// shutdown.
+// shutdown. Like the runner, it does something else between commits (here:
+// a short sleep); a writer that never lets go of the lock would starve
+// another process's write past its busy timeout, which is not what this
+// simulates.
 func runningShutdown(t *testing.T, st *store.Store) store.Job {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,6 +47,7 @@ func runningShutdown(t *testing.T, st *store.Store) store.Job {
 		for i := 0; ctx.Err() == nil; i++ {
 			_ = st.SetCurrentStep(ctx, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/2000 off)", i))
 			_ = st.AddEvent(ctx, job.ID, "info", "progress", "")
+			time.Sleep(2 * time.Millisecond)
 		}
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })

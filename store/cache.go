@@ -23,7 +23,7 @@ import (
 // the database, by this rule:
 //
 // Every request first takes a View: it reads PRAGMA data_version on a
-// connection of its own (versionConn), which serves nothing else. SQLite
+// connection of the cache's own, which serves nothing else. SQLite
 // changes that number whenever any other connection, in this process or in
 // any other (`shutdownd token revoke`, an operator's sqlite3 shell), has
 // committed since that connection's previous read. The read starts after the
@@ -40,7 +40,8 @@ import (
 // migration 4 keeps a generation counter of the tokens table, bumped by
 // triggers in the same transaction as any token insert, delete or change
 // (last_used_at excepted), whoever the writer is. When data_version moved,
-// one read of that counter (a single-row primary-key lookup on versionConn)
+// one read of that counter (a single-row primary-key lookup on the same
+// connection)
 // tells whether the cached tokens are still valid; if it moved too, they are
 // all dropped. Revocation and any other token change therefore take effect
 // for the first request that arrives after the revoking commit returned,
@@ -69,9 +70,10 @@ import (
 // Reading data_version costs a few microseconds, on a prepared statement
 // that never reaches the parser.
 //
-// A read error on versionConn (or an old database without the generation
-// counter) makes the View direct: the request then reads the database as
-// before, so a cache problem can cost speed, never correctness.
+// A read error on that connection makes the View direct (and a failed
+// generation read makes that token lookup direct): the request then reads
+// the database as before, so a cache problem can cost speed, never
+// correctness. A read-only Store (OpenReadOnly) has no cache at all.
 
 // maxCachedTokens bounds the token cache. Only tokens that exist are cached
 // (an unknown hash is never stored), so this is a guard, not a policy.
