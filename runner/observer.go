@@ -41,7 +41,9 @@ const (
 )
 
 // Observers fans calls out to several observers, in order; nil entries are
-// skipped.
+// skipped. It returns a pointer: the observer ends up inside wrapped
+// connections (observedConn, observedBMC), and an interface holding a slice
+// would make those panic when compared with ==.
 func Observers(obs ...Observer) Observer {
 	var list multiObserver
 	for _, o := range obs {
@@ -49,7 +51,7 @@ func Observers(obs ...Observer) Observer {
 			list = append(list, o)
 		}
 	}
-	return list
+	return &list
 }
 
 type multiObserver []Observer
