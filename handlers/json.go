@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/edgeops/shutdownd/store"
 )
@@ -14,9 +13,6 @@ import (
 // snake_case; timestamps are RFC 3339 in UTC with microseconds; optional
 // timestamps are null when unset; strings that may be empty are always
 // present so clients need no existence checks.
-
-// rfc3339Micro is the timestamp format of job, step, action and event JSON.
-const rfc3339Micro = "2006-01-02T15:04:05.000000Z07:00"
 
 // statusTimeFormat is the start_time format of the status endpoints, kept
 // byte-compatible with the existing edge shutdown API (UTC, no offset).
@@ -73,15 +69,11 @@ func writeData(w http.ResponseWriter, status int, data any) {
 	writeJSON(w, status, envelope{Data: data, Status: "success"})
 }
 
-func fmtTime(t time.Time) string { return t.UTC().Format(rfc3339Micro) }
-
-func fmtTimePtr(t *time.Time) *string {
-	if t == nil {
-		return nil
-	}
-	s := fmtTime(*t)
-	return &s
-}
+// fmtTime and fmtTimePtr give every timestamp of the API its one form.
+var (
+	fmtTime    = store.FormatTime
+	fmtTimePtr = store.FormatTimePtr
+)
 
 // JobJSON is a job as the API shows it (GET /jobs, GET /jobs/{id}, cancel).
 type JobJSON struct {

@@ -48,17 +48,11 @@ type StepPayload struct {
 	FinishedAt *string `json:"finished_at"`
 }
 
-const timeFormat = "2006-01-02T15:04:05.000000Z07:00"
-
-func ts(t time.Time) string { return t.UTC().Format(timeFormat) }
-
-func tsPtr(t *time.Time) *string {
-	if t == nil {
-		return nil
-	}
-	s := ts(*t)
-	return &s
-}
+// ts and tsPtr give webhook timestamps the API's form.
+var (
+	ts    = store.FormatTime
+	tsPtr = store.FormatTimePtr
+)
 
 func newPayload(id, event string, now time.Time, j store.Job, s *store.Step) Payload {
 	p := Payload{

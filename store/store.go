@@ -197,6 +197,21 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(timeFormat)
 }
 
+// FormatTime is the one text form of a timestamp everywhere shutdownd
+// shows one (API JSON, webhooks, audit reports): the database's own, UTC
+// with microseconds, so what a report prints can be pasted into SQL.
+func FormatTime(t time.Time) string { return formatTime(t) }
+
+// FormatTimePtr is FormatTime for an optional time: nil stays nil (JSON
+// null).
+func FormatTimePtr(t *time.Time) *string {
+	if t == nil {
+		return nil
+	}
+	s := formatTime(*t)
+	return &s
+}
+
 // nullTime formats an optional time for the database.
 func nullTime(t *time.Time) sql.NullString {
 	if t == nil {

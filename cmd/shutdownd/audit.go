@@ -16,10 +16,6 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// auditTime is the store's own timestamp format, so report output can be
-// pasted into audit SQL (docs/audit.md) as is.
-const auditTime = "2006-01-02T15:04:05.000000Z"
-
 // cmdAudit runs the post-incident reports over the store: jobs, job ID (its
 // timeline), failures, verify (the event hash chains). The database is
 // opened read-only (store.OpenReadOnly), never migrated, so an audit never
@@ -89,7 +85,9 @@ func at(t *time.Time) string {
 	if t == nil {
 		return ""
 	}
-	return t.UTC().Format(auditTime)
+	// The store's own format, so report output can be pasted into audit
+	// SQL (docs/audit.md) as is.
+	return store.FormatTime(*t)
 }
 
 func seconds(start, end *time.Time) string {
