@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -31,8 +30,8 @@ type raceService struct {
 
 func startRaceService(t *testing.T, tune func(*sitesim.Options)) *raceService {
 	t.Helper()
-	ctx := context.Background()
-	d, err := startDemo(ctx, "127.0.0.1:0", "", func(o *sitesim.Options) {
+	// startE2E applies e2eFast first; every field it sets is set again here.
+	e := startE2E(t, func(o *sitesim.Options) {
 		o.Projects, o.VMsPerProject = []string{"web", "db"}, 3
 		o.VMStopMin, o.VMStopMax = 20*time.Millisecond, 80*time.Millisecond
 		o.NovaLatency, o.SSHLatency = 0, 0
@@ -48,22 +47,9 @@ func startRaceService(t *testing.T, tune func(*sitesim.Options)) *raceService {
 			tune(o)
 		}
 	})
-	if err != nil {
-		t.Fatalf("start site: %v", err)
-	}
-	t.Cleanup(d.Close)
-	m := &Main{Config: d.Config, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := m.Run(ctx); err != nil {
-		t.Fatalf("run service: %v", err)
-	}
-	t.Cleanup(func() { m.Close() })
-	tok, err := createDemoToken(ctx, m.Store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 600}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &raceService{t: t, m: m, site: d.Site, token: tok, url: m.URL(), client: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+	return &raceService{t: t, m: e.main, site: e.demo.Site, token: e.token, url: e.url, client: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
 }
 
 type raceAnswer struct {
