@@ -365,13 +365,7 @@ func TestRestartDuringHostsSendsNoSecondPowerOff(t *testing.T) {
 	if j := f.job(job.ID); j.State != store.StateRunning {
 		t.Fatalf("after stop job is %s, want running", j.State)
 	}
-	r2, stop2 := f.start()
-	defer stop2()
-	r2.Kick()
-	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
-	if j := f.job(job.ID); j.State != store.StateSucceeded {
-		t.Fatalf("resumed job %s: %s", j.State, j.Error)
-	}
+	f.resumeToSuccess(job.ID)
 	for _, h := range f.site.Hosts {
 		if h.Machine.State() != sitesim.PowerOff || h.SSH.PowerCommands() != 1 || len(h.BMC.Resets()) != 0 {
 			t.Errorf("%s: %s after %d power commands, BMC resets %v", h.Spec.Name, h.Machine.State(), h.SSH.PowerCommands(), h.BMC.Resets())

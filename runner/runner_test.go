@@ -72,6 +72,20 @@ func (f *fixture) start() (*runner.Runner, func()) {
 	return r, func() { cancel(); <-done }
 }
 
+// resumeToSuccess starts a new runner over the same store, as a restarted
+// service does, and waits until the job has succeeded; the runner stops when
+// the test ends.
+func (f *fixture) resumeToSuccess(id int64) {
+	f.t.Helper()
+	r, stop := f.start()
+	f.t.Cleanup(stop)
+	r.Kick()
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(id).State.Final() })
+	if j := f.job(id); j.State != store.StateSucceeded {
+		f.t.Fatalf("resumed job %s: %s", j.State, j.Error)
+	}
+}
+
 // waitFor polls cond on every store write (and every 100 ms) until it holds.
 func (f *fixture) waitFor(what string, within time.Duration, cond func() bool) {
 	f.t.Helper()
@@ -171,13 +185,7 @@ func TestServiceStopMidShutdownResumesTheSameJob(t *testing.T) {
 	if j := f.job(job.ID); j.State != store.StateRunning {
 		t.Fatalf("after stop job is %s, want running", j.State)
 	}
-	r2, stop2 := f.start()
-	defer stop2()
-	r2.Kick()
-	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
-	if j := f.job(job.ID); j.State != store.StateSucceeded {
-		t.Fatalf("resumed job %s: %s", j.State, j.Error)
-	}
+	f.resumeToSuccess(job.ID)
 	for _, vm := range f.site.Nova.Servers() {
 		if n := f.site.Nova.StopRequestsFor(vm.ID); n > 1 {
 			t.Errorf("vm %s got %d os-stop", vm.Name, n)

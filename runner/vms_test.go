@@ -253,13 +253,7 @@ func TestServiceStopDuringTheListingResumesWithoutSecondStops(t *testing.T) {
 		t.Fatalf("steps %+v, want the openstack step still running", steps)
 	}
 	close(release)
-	r2, stop2 := f.start()
-	defer stop2()
-	r2.Kick()
-	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
-	if j := f.job(job.ID); j.State != store.StateSucceeded {
-		t.Fatalf("resumed job %s: %s", j.State, j.Error)
-	}
+	f.resumeToSuccess(job.ID)
 	for _, vm := range f.site.Nova.Servers() {
 		if n := f.site.Nova.StopRequestsFor(vm.ID); n > 1 {
 			t.Errorf("vm %s got %d os-stop", vm.Name, n)
