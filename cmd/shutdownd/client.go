@@ -16,6 +16,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/edgeops/shutdownd/handlers"
 )
 
 // The client subcommand talks to a running shutdownd over its HTTP API, so
@@ -259,20 +261,9 @@ func (c *apiClient) call(ctx context.Context, method, path string, body any, out
 	return resp.Header, nil
 }
 
-// clientJob mirrors handlers.JobJSON (only what the client shows).
-type clientJob struct {
-	ID              int64   `json:"id"`
-	Kind            string  `json:"kind"`
-	State           string  `json:"state"`
-	TokenName       string  `json:"token_name"`
-	Reason          string  `json:"reason"`
-	CurrentStep     string  `json:"current_step"`
-	Error           string  `json:"error"`
-	CancelRequested bool    `json:"cancel_requested"`
-	CreatedAt       string  `json:"created_at"`
-	StartedAt       *string `json:"started_at"`
-	FinishedAt      *string `json:"finished_at"`
-}
+// clientJob is a job as the API sends it; the client decodes with the
+// server's own types, so the two cannot drift apart.
+type clientJob = handlers.JobJSON
 
 func (c *apiClient) trigger(ctx context.Context, action string, o clientOpts, stdout, stderr io.Writer) error {
 	var body any
@@ -390,31 +381,7 @@ func (c *apiClient) job(ctx context.Context, id int64, o clientOpts, stdout io.W
 		fmt.Fprintf(stdout, "%s\n", raw)
 		return nil
 	}
-	var d struct {
-		Job   clientJob `json:"job"`
-		Steps []struct {
-			Seq        int     `json:"seq"`
-			Name       string  `json:"name"`
-			State      string  `json:"state"`
-			Detail     string  `json:"detail"`
-			Error      string  `json:"error"`
-			StartedAt  *string `json:"started_at"`
-			FinishedAt *string `json:"finished_at"`
-		} `json:"steps"`
-		Actions []struct {
-			TargetKind string `json:"target_kind"`
-			Target     string `json:"target"`
-			Operation  string `json:"operation"`
-			State      string `json:"state"`
-			Error      string `json:"error"`
-		} `json:"actions"`
-		Events []struct {
-			At      string `json:"at"`
-			Level   string `json:"level"`
-			Message string `json:"message"`
-			Detail  string `json:"detail"`
-		} `json:"events"`
-	}
+	var d handlers.JobDetailJSON
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return fmt.Errorf("decode job %d: %w", id, err)
 	}
