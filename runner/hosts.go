@@ -562,16 +562,20 @@ func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
 	return out
 }
 
-// powerOffSelf powers off the machine running shutdownd, last.
+// powerOffSelf powers off the machine running shutdownd, last. The job is
+// final by now, so a service stop (the power-off itself makes systemd stop
+// us) must not abandon it: the context outlives cancellation, and the SSH
+// connect and command timeouts bound how long this takes.
 func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
+	ctx := e.db()
 	for i, h := range hosts {
 		if i >= len(actions) {
 			break
 		}
 		e.log.Warn("powering off this machine", "host", h.Name)
-		conn, err := e.r.deps.DialHost(e.ctx, h)
+		conn, err := e.r.deps.DialHost(ctx, h)
 		if err == nil {
-			err = conn.PowerOff(e.ctx, h.SSH.PoweroffCommand)
+			err = conn.PowerOff(ctx, h.SSH.PoweroffCommand)
 			conn.Close()
 		}
 		if err != nil {

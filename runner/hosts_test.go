@@ -382,3 +382,52 @@ func TestRestartDuringHostsSendsNoSecondPowerOff(t *testing.T) {
 		}
 	}
 }
+
+// The host marked self (the machine running shutdownd) is powered off last:
+// after every other host is off and after the job's final state is on disk,
+// so that record survives the machine going down. The job writing its own
+// final state must not cancel the self power-off that follows it.
+func TestSelfHostIsPoweredOffAfterTheJobIsFinal(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "mgmt-01", Role: "control", Self: true},
+		}
+		o.Storage = "none"
+	})
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	var self store.Action
+	f.waitFor("self power-off recorded", 30*time.Second, func() bool {
+		for _, a := range f.actions(job.ID) {
+			if a.Operation == "self-poweroff" {
+				self = a
+			}
+		}
+		return self.ID != 0 && self.State != store.ActionRunning
+	})
+	if self.Target != "mgmt-01" || self.State != store.ActionSucceeded {
+		t.Fatalf("self action %s on %s: %s (%s)", self.State, self.Target, self.Error, self.Detail)
+	}
+	mgmt, compute := f.site.Host("mgmt-01").SSH, f.site.Host("compute-01").SSH
+	if n := mgmt.PowerCommands(); n != 1 {
+		t.Fatalf("self host got %d power-off commands, want 1", n)
+	}
+	if n := compute.PowerCommands(); n != 1 {
+		t.Fatalf("compute host got %d power-off commands, want 1", n)
+	}
+	last := func(cmds []sitesim.Command) time.Time { return cmds[len(cmds)-1].At }
+	selfAt, computeAt := last(mgmt.Commands()), last(compute.Commands())
+	if j.FinishedAt == nil || selfAt.Before(*j.FinishedAt) {
+		t.Errorf("self power-off at %s, job final at %v: want it after the final state", selfAt, j.FinishedAt)
+	}
+	if !computeAt.Before(selfAt) {
+		t.Errorf("self power-off at %s before the compute host's at %s", selfAt, computeAt)
+	}
+}

@@ -163,6 +163,9 @@ type exec struct {
 	// pool opens and keeps the SSH connections and BMC sessions of a
 	// shutdown ahead of need; nil for a simulation.
 	pool *connPool
+	// stopWatch ends the goroutine that watches the store for preemption
+	// and cancel requests; finish calls it before writing the final state.
+	stopWatch func()
 
 	mu       sync.Mutex
 	failures []string
@@ -219,9 +222,8 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		defer e.pool.close()
 	}
 
-	watchDone := make(chan struct{})
-	go r.watch(e, cancel, watchDone)
-	defer close(watchDone)
+	e.stopWatch = r.startWatch(e, cancel)
+	defer e.stopWatch()
 
 	steps := []struct {
 		name  string
@@ -302,6 +304,10 @@ func (r *Runner) finish(e *exec) {
 	if err := r.store.SetCurrentStep(e.db(), e.job.ID, ""); err != nil {
 		e.log.Error("clear current step", "err", err)
 	}
+	// The watcher would take our own final state for a preemption and
+	// cancel the job's context, under the self power-off that follows. A
+	// preemption from here on makes FinishJob answer !ok instead.
+	e.stopWatch()
 	ok, err := r.store.FinishJob(e.db(), e.job.ID, state, msg)
 	if err != nil {
 		e.log.Error("finish job", "err", err)
@@ -316,6 +322,23 @@ func (r *Runner) finish(e *exec) {
 	e.jobFinished()
 	if len(selfActions) > 0 {
 		e.powerOffSelf(selfHosts, selfActions)
+	}
+}
+
+// startWatch runs watch until the returned stop function is called; stop
+// waits for it to return and may be called more than once.
+func (r *Runner) startWatch(e *exec, cancel context.CancelFunc) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		r.watch(e, cancel, done)
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-exited
+		})
 	}
 }
 
