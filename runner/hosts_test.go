@@ -431,3 +431,105 @@ func TestSelfHostIsPoweredOffAfterTheJobIsFinal(t *testing.T) {
 		t.Errorf("self power-off at %s before the compute host's at %s", selfAt, computeAt)
 	}
 }
+
+// When the power-off command uses sudo, a simulation proves sudo works
+// without a password (`sudo -n true`) on each host: a host where it would
+// ask for one fails the check, by name, and nothing is powered off.
+func TestSimulationChecksSudoWhenThePowerOffUsesIt(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "compute-02", Role: "compute", SudoDenied: true},
+		}
+		o.Storage = "none"
+	})
+	for i := range f.cfg.Hosts {
+		f.cfg.Hosts[i].SSH.PoweroffCommand = "sudo systemctl poweroff"
+	}
+	r, stop := f.start()
+	defer stop()
+	if err := r.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	job, err := f.store.CreateSimulation(context.Background(), store.NewJob{Kind: store.KindSimulation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Kick()
+	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, "compute-02") || strings.Contains(j.Error, "compute-01") {
+		t.Fatalf("simulation %s: %q; want failed naming compute-02 only", j.State, j.Error)
+	}
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind != "host" {
+			continue
+		}
+		switch a.Target {
+		case "compute-01":
+			if a.State != store.ActionSucceeded || !strings.Contains(a.Detail, "sudo ok") {
+				t.Errorf("compute-01 check %s: %q %q", a.State, a.Detail, a.Error)
+			}
+		case "compute-02":
+			if a.State != store.ActionFailed || !strings.Contains(a.Error, "sudo -n true") {
+				t.Errorf("compute-02 check %s: %q; want failed naming sudo -n true", a.State, a.Error)
+			}
+		}
+	}
+	for _, h := range f.site.Hosts {
+		var sudo bool
+		for _, c := range h.SSH.Commands() {
+			sudo = sudo || c.Line == "sudo -n true"
+		}
+		if !sudo {
+			t.Errorf("%s never received sudo -n true", h.Spec.Name)
+		}
+		if h.SSH.PowerCommands() != 0 || h.Machine.State() != sitesim.PowerOn {
+			t.Errorf("%s changed by a simulation", h.Spec.Name)
+		}
+	}
+}
+
+// An explicit host_order replaces the role order: its groups go down one
+// after the other (each host of a group off before the next group starts),
+// whatever the hosts' roles.
+func TestHostOrderReplacesTheRoleOrder(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "storage-01", Role: "storage"},
+			{Name: "control-01", Role: "control"},
+		}
+		o.Storage = "none"
+	})
+	f.cfg.HostOrder = [][]string{{"control-01"}, {"compute-01", "storage-01"}}
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	sent := map[string]time.Time{}
+	for _, h := range f.site.Hosts {
+		if n := h.SSH.PowerCommands(); n != 1 {
+			t.Fatalf("%s got %d power-off commands, want 1", h.Spec.Name, n)
+		}
+		cmds := h.SSH.Commands()
+		sent[h.Spec.Name] = cmds[len(cmds)-1].At
+	}
+	var controlOff time.Time
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind == "host" && a.Target == "control-01" && a.FinishedAt != nil {
+			controlOff = *a.FinishedAt
+		}
+	}
+	if controlOff.IsZero() {
+		t.Fatal("no finished host action for control-01")
+	}
+	for _, n := range []string{"compute-01", "storage-01"} {
+		if !sent[n].After(controlOff) {
+			t.Errorf("%s sent its power-off at %s, before control-01 (first group) was off at %s", n, sent[n], controlOff)
+		}
+	}
+}
