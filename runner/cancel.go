@@ -19,6 +19,6 @@ func (e *exec) cancelTooLate() bool {
 			return false
 		}
 	}
-	e.event("info", "cancel requested after the last step had run; the job ran to its end")
+	e.event("info", "cancel requested too late to stop anything: every step ran to its end")
 	return true
 }

@@ -533,3 +533,98 @@ func TestHostOrderReplacesTheRoleOrder(t *testing.T) {
 		}
 	}
 }
+
+// selfSite is a one-compute-host site whose control host is the machine
+// running shutdownd; compute-01 takes powerOff to go down.
+func selfSite(t *testing.T, powerOff time.Duration) *fixture {
+	return newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute", PowerOffDelay: powerOff},
+			{Name: "mgmt-01", Role: "control", Self: true},
+		}
+		o.Storage = "none"
+	})
+}
+
+// A cancel that arrives while the last host group goes down cannot stop
+// that group (its power-offs are sent), but it does stop what is still to
+// come: the self host stays on and the job is cancelled, naming it.
+func TestCancelDuringTheLastHostGroupKeepsTheSelfHostOn(t *testing.T) {
+	f := selfSite(t, time.Second)
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	compute := f.site.Host("compute-01")
+	f.waitFor("compute-01 power-off sent", 30*time.Second, func() bool { return compute.SSH.PowerCommands() == 1 })
+	if _, err := f.store.RequestCancel(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateCancelled || !strings.Contains(j.Error, "before this machine (mgmt-01) was powered off") {
+		t.Fatalf("job %s: %q; want cancelled naming mgmt-01", j.State, j.Error)
+	}
+	// Give a wrong self power-off the time to happen before looking.
+	time.Sleep(300 * time.Millisecond)
+	if n := f.site.Host("mgmt-01").SSH.PowerCommands(); n != 0 {
+		t.Errorf("self host got %d power-off commands after a cancel", n)
+	}
+	if compute.Machine.State() != sitesim.PowerOff {
+		t.Errorf("compute-01 is %s: the group under way when the cancel came must finish", compute.Machine.State())
+	}
+	for _, a := range f.actions(job.ID) {
+		if a.Operation == "self-poweroff" {
+			t.Errorf("self power-off recorded (%s) for a cancelled job", a.State)
+		}
+	}
+}
+
+// cancelAfterStep requests a cancel from inside the runner's StepFinished
+// callback for the named step: as late as a cancel can come before the job
+// decides its final state.
+type cancelAfterStep struct {
+	peerLog
+	st   *store.Store
+	step string
+}
+
+func (c *cancelAfterStep) StepFinished(ctx context.Context, j store.Job, s store.Step) {
+	if s.Name == c.step {
+		if _, err := c.st.RequestCancel(ctx, j.ID); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// A cancel that comes as the last step ends, racing the job's final state,
+// still keeps the self host on: either the job sees it and ends cancelled,
+// or it ends succeeded and the self power-off is recorded as skipped.
+func TestCancelAsTheJobEndsNeverPowersOffTheSelfHost(t *testing.T) {
+	for i := range 3 {
+		f := selfSite(t, 0)
+		r, stop := f.startWith(runner.Options{Observer: &cancelAfterStep{st: f.store, step: runner.StepHosts}})
+		job := f.shutdown(r)
+		f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+		j := f.job(job.ID)
+		var self *store.Action
+		f.waitFor("self action settled", 5*time.Second, func() bool {
+			self = nil
+			for _, a := range f.actions(job.ID) {
+				if a.Operation == "self-poweroff" {
+					self = &a
+				}
+			}
+			return self == nil || self.State != store.ActionRunning
+		})
+		stop()
+		switch {
+		case j.State == store.StateCancelled && self == nil:
+		case j.State == store.StateSucceeded && self != nil && self.State == store.ActionSkipped:
+		default:
+			t.Errorf("run %d: job %s (%q), self action %+v: want cancelled, or succeeded with the self power-off skipped", i, j.State, j.Error, self)
+		}
+		if n := f.site.Host("mgmt-01").SSH.PowerCommands(); n != 0 {
+			t.Errorf("run %d: self host got %d power-off commands after a cancel", i, n)
+		}
+	}
+}

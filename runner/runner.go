@@ -283,10 +283,21 @@ func (r *Runner) finish(e *exec) {
 	e.mu.Lock()
 	failures := append([]string(nil), e.failures...)
 	e.mu.Unlock()
+	var selfHosts []config.Host
+	if e.job.Kind == store.KindShutdown {
+		selfHosts = r.cfg.SelfHosts()
+	}
 	switch {
 	case e.ctx.Err() != nil:
 		// Preempted: the store already holds the final state.
 		state, msg = store.StateCancelled, "preempted"
+	case e.cancelled.Load() && len(selfHosts) > 0:
+		// The self power-off is still to come, and a cancel stops it: work
+		// was left undone, so the job is cancelled even if every step ran.
+		state, msg = store.StateCancelled, "cancelled by request before this machine ("+hostNames(selfHosts)+") was powered off"
+		if len(failures) > 0 {
+			msg += "; " + summarize(failures)
+		}
 	case e.cancelled.Load() && !e.cancelTooLate():
 		state, msg = store.StateCancelled, "cancelled by request"
 		if len(failures) > 0 {
@@ -295,9 +306,8 @@ func (r *Runner) finish(e *exec) {
 	case len(failures) > 0:
 		state, msg = store.StateFailed, summarize(failures)
 	}
-	selfHosts := r.cfg.SelfHosts()
 	var selfActions []store.Action
-	if e.job.Kind == store.KindShutdown && state != store.StateCancelled && len(selfHosts) > 0 {
+	if state != store.StateCancelled && len(selfHosts) > 0 {
 		selfActions = e.prepareSelf(selfHosts)
 	}
 	e.settleDeadline(state)
@@ -320,9 +330,38 @@ func (r *Runner) finish(e *exec) {
 	}
 	e.log.Info("job finished", "state", state, "error", msg)
 	e.jobFinished()
-	if len(selfActions) > 0 {
+	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
 		e.powerOffSelf(selfHosts, selfActions)
 	}
+}
+
+// cancelArrivedBeforeFinal reports whether a cancel request reached the
+// store after the job's state was decided but before its final state was
+// written (the store takes no cancel request for a final job, so this read
+// is the last word). The self power-off is then not sent: its actions are
+// recorded as skipped, with an event.
+func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
+	j, err := e.r.store.Job(e.db(), e.job.ID)
+	if err != nil {
+		e.log.Error("re-read job before self power-off", "err", err)
+		return false
+	}
+	if !j.CancelRequested {
+		return false
+	}
+	for _, a := range selfActions {
+		e.finishAction(a.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
+	}
+	e.event("warn", "cancel requested as the job ended; this machine is not powered off")
+	return true
+}
+
+func hostNames(hosts []config.Host) string {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	return strings.Join(names, ", ")
 }
 
 // startWatch runs watch until the returned stop function is called; stop
