@@ -85,9 +85,18 @@ type Notifier struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// pending counts deliveries queued or being sent; idle waiters are
+	// released when it reaches zero (Drain).
+	mu      sync.Mutex
+	pending int
+	idle    []chan struct{}
 }
 
-var _ runner.Observer = (*Notifier)(nil)
+var (
+	_ runner.Observer = (*Notifier)(nil)
+	_ runner.Drainer  = (*Notifier)(nil)
+)
 
 // hook is one webhook and its queue.
 type hook struct {
@@ -188,11 +197,48 @@ func (n *Notifier) enqueue(ctx context.Context, event string, j store.Job, s *st
 		return
 	}
 	for _, h := range n.hooks {
+		n.addPending(1)
 		select {
 		case h.queue <- delivery{id: id, event: event, jobID: j.ID, body: body}:
 		default:
+			n.addPending(-1)
 			n.record(ctx, j.ID, "error", fmt.Sprintf("webhook %s: %s notification dropped: queue full", h.origin, event), "")
 		}
+	}
+}
+
+func (n *Notifier) addPending(d int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pending += d
+	if n.pending == 0 {
+		for _, ch := range n.idle {
+			close(ch)
+		}
+		n.idle = nil
+	}
+}
+
+// Drain waits until every queued delivery has been delivered or given up
+// (retries included), or until ctx ends, and returns how many are still
+// pending. The runner calls it before powering off the machine it runs on,
+// so that the job.finished message leaves first.
+func (n *Notifier) Drain(ctx context.Context) int {
+	n.mu.Lock()
+	if n.pending == 0 {
+		n.mu.Unlock()
+		return 0
+	}
+	ch := make(chan struct{})
+	n.idle = append(n.idle, ch)
+	n.mu.Unlock()
+	select {
+	case <-ch:
+		return 0
+	case <-ctx.Done():
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.pending
 	}
 }
 
@@ -205,6 +251,7 @@ func (n *Notifier) run(h *hook) {
 			return
 		case d := <-h.queue:
 			n.deliver(h, d)
+			n.addPending(-1)
 		}
 	}
 }

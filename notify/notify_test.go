@@ -296,3 +296,49 @@ func TestVerifyRejectsStaleAndMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainWaitsForDeliveryIncludingRetries: Drain returns once every
+// queued message has been delivered, retries included, and not before.
+func TestDrainWaitsForDeliveryIncludingRetries(t *testing.T) {
+	t.Parallel()
+	st, job := openStore(t)
+	var calls atomic.Int64
+	flaky := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	n := notify.New(notify.Options{Webhooks: []config.Webhook{{URL: flaky.srv.URL}}, Store: st, Backoff: 100 * time.Millisecond})
+	defer n.Close()
+	if p := n.Drain(context.Background()); p != 0 {
+		t.Fatalf("Drain with nothing queued: %d pending", p)
+	}
+	n.StepFinished(context.Background(), job, store.Step{Name: "hosts"})
+	n.JobFinished(context.Background(), job)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if p := n.Drain(ctx); p != 0 {
+		t.Fatalf("Drain: %d pending", p)
+	}
+	got := flaky.requests()
+	if len(got) != 3 || got[2].header.Get("X-Shutdownd-Event") != notify.EventJobFinished {
+		t.Fatalf("Drain returned after %d requests; want 3 (a failed attempt, its retry, job.finished)", len(got))
+	}
+}
+
+// TestDrainGivesUpWithTheCountPending: a webhook that never answers holds
+// Drain only until its context ends, and Drain says what is left.
+func TestDrainGivesUpWithTheCountPending(t *testing.T) {
+	t.Parallel()
+	st, job := openStore(t)
+	hang := newRecorder(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	n := notify.New(notify.Options{Webhooks: []config.Webhook{{URL: hang.srv.URL}}, Store: st, Timeout: time.Minute})
+	defer n.Close()
+	n.JobStarted(context.Background(), job)
+	n.JobFinished(context.Background(), job)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if p := n.Drain(ctx); p != 2 {
+		t.Fatalf("Drain: %d pending, want 2", p)
+	}
+}

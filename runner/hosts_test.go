@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/notify"
 	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
@@ -626,5 +630,41 @@ func TestCancelAsTheJobEndsNeverPowersOffTheSelfHost(t *testing.T) {
 		if n := f.site.Host("mgmt-01").SSH.PowerCommands(); n != 0 {
 			t.Errorf("run %d: self host got %d power-off commands after a cancel", i, n)
 		}
+	}
+}
+
+// The job.finished webhook leaves before the machine running shutdownd is
+// powered off: the runner drains the notifier first (bounded), so "inform
+// us after the shutdown" still happens on a site whose management host goes
+// down with it.
+func TestSelfPowerOffWaitsForTheJobFinishedWebhook(t *testing.T) {
+	f := selfSite(t, 0)
+	var mu sync.Mutex
+	var finishedAt time.Time
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Shutdownd-Event") == notify.EventJobFinished {
+			time.Sleep(300 * time.Millisecond) // a slow receiver
+			mu.Lock()
+			finishedAt = time.Now()
+			mu.Unlock()
+		}
+	}))
+	defer hook.Close()
+	n := notify.New(notify.Options{Webhooks: []config.Webhook{{URL: hook.URL}}, Store: f.store})
+	defer n.Close()
+	r, stop := f.startWith(runner.Options{Observer: runner.Observers(n)})
+	defer stop()
+	job := f.shutdown(r)
+	mgmt := f.site.Host("mgmt-01").SSH
+	f.waitFor("self power-off sent", 30*time.Second, func() bool { return mgmt.PowerCommands() == 1 })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	cmds := mgmt.Commands()
+	sentAt := cmds[len(cmds)-1].At
+	mu.Lock()
+	defer mu.Unlock()
+	if finishedAt.IsZero() || !finishedAt.Before(sentAt) {
+		t.Errorf("job.finished delivered at %v, self power-off sent at %s: want the webhook first", finishedAt, sentAt)
 	}
 }

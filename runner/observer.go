@@ -40,6 +40,15 @@ const (
 	PeerBMC  = "bmc"
 )
 
+// Drainer is an Observer with deliveries of its own in flight (the
+// notifier's webhooks). Before the self host is powered off, the runner
+// gives it a bounded time to finish them, so the job.finished message is
+// not lost with the machine. Drain returns how many are still pending when
+// it gives up (0: all done).
+type Drainer interface {
+	Drain(ctx context.Context) (pending int)
+}
+
 // Observers fans calls out to several observers, in order; nil entries are
 // skipped. It returns a pointer: the observer ends up inside wrapped
 // connections (observedConn, observedBMC), and an interface holding a slice
@@ -78,6 +87,17 @@ func (m multiObserver) PeerCall(peer, op string, err error) {
 	for _, o := range m {
 		o.PeerCall(peer, op, err)
 	}
+}
+
+// Drain drains every member that is a Drainer, one after the other, within
+// the one ctx.
+func (m multiObserver) Drain(ctx context.Context) (pending int) {
+	for _, o := range m {
+		if d, ok := o.(Drainer); ok {
+			pending += d.Drain(ctx)
+		}
+	}
+	return pending
 }
 
 // ErrorKind classifies a peer error for metrics labels: a small fixed set,

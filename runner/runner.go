@@ -331,7 +331,27 @@ func (r *Runner) finish(e *exec) {
 	e.log.Info("job finished", "state", state, "error", msg)
 	e.jobFinished()
 	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
+		e.drainObservers()
 		e.powerOffSelf(selfHosts, selfActions)
+	}
+}
+
+// SelfDrainWait bounds how long the self power-off waits for observers'
+// deliveries (webhooks): every other host is already off by then, and one
+// webhook attempt times out after 10 s.
+const SelfDrainWait = 10 * time.Second
+
+// drainObservers gives a Drainer observer SelfDrainWait to deliver what it
+// holds before this machine goes down, and records what it left undone.
+func (e *exec) drainObservers() {
+	d, ok := e.r.obs.(Drainer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(e.db(), SelfDrainWait)
+	defer cancel()
+	if n := d.Drain(ctx); n > 0 {
+		e.event("warn", fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, SelfDrainWait))
 	}
 }
 
