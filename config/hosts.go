@@ -218,6 +218,10 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 		if len(items) == 0 && (e.val.Kind == yaml.SequenceNode || isNull(e.val)) {
 			d.fail(e.key, "storage.commands", "must list at least one command")
 		}
+		// The store keys a command's record by host and command, so a
+		// resumed job knows what already ran; the same command twice on one
+		// host could not be told apart, and is refused.
+		first := map[StorageCommand]int{}
 		for i, item := range items {
 			p := fmt.Sprintf("storage.commands[%d]", i)
 			cm := d.mapping(item, p, "host", "command")
@@ -234,6 +238,13 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 				d.fail(item, p+".command", "required")
 			} else if v, ok := d.nonEmpty(ce.val, p+".command"); ok {
 				sc.Command = v
+			}
+			if sc.Host != "" && sc.Command != "" {
+				if j, dup := first[sc]; dup {
+					d.fail(item, p, "the same command on the same host as storage.commands[%d]; each runs once", j)
+					continue
+				}
+				first[sc] = i
 			}
 			s.Commands = append(s.Commands, sc)
 		}

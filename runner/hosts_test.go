@@ -135,16 +135,7 @@ func TestSimulationOpensNothingInAdvance(t *testing.T) {
 	f := newFixture(t, nil)
 	r, stop := f.start()
 	defer stop()
-	// Settled first, so the new simulation is not taken for one a
-	// previous process left behind.
-	if err := r.Settle(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	job, err := f.store.CreateSimulation(context.Background(), store.NewJob{Kind: store.KindSimulation})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.simulate(r)
 	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	if j := f.job(job.ID); j.State != store.StateSucceeded {
 		t.Fatalf("simulation %s: %s", j.State, j.Error)
@@ -452,14 +443,7 @@ func TestSimulationChecksSudoWhenThePowerOffUsesIt(t *testing.T) {
 	}
 	r, stop := f.start()
 	defer stop()
-	if err := r.Settle(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	job, err := f.store.CreateSimulation(context.Background(), store.NewJob{Kind: store.KindSimulation})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.simulate(r)
 	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	j := f.job(job.ID)
 	if j.State != store.StateFailed || !strings.Contains(j.Error, "compute-02") || strings.Contains(j.Error, "compute-01") {

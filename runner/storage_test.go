@@ -1,11 +1,13 @@
 package runner_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -103,4 +105,97 @@ func TestCephStopsOnAllStorageHostsAtOnceAfterTheFlags(t *testing.T) {
 	if rs := f.site.Host("storage-03").BMC.Resets(); len(rs) == 0 || rs[0] != "GracefulShutdown" {
 		t.Errorf("storage-03 (SSH down) BMC resets %v, want a soft off", rs)
 	}
+}
+
+// A `commands` storage plan runs strictly in the configured order, one
+// action per command; a failing command is recorded and the rest still
+// run, and the hosts still go down. A simulation runs only the health
+// command.
+func TestStorageCommandsRunInOrderAndAFailureDoesNotStopTheRest(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "storage-01", Role: "storage"},
+			{Name: "storage-02", Role: "storage"},
+		}
+		o.Storage = "none"
+	})
+	f.cfg.Storage = config.Storage{
+		Type: config.StorageCommands, AdminHost: "storage-01", HealthCommand: "ceph health",
+		Commands: []config.StorageCommand{
+			{Host: "storage-01", Command: "ceph osd set noout"},
+			{Host: "storage-01", Command: "no-such-tool --flush"},
+			{Host: "storage-02", Command: "systemctl stop ceph.target"},
+		},
+	}
+	r, stop := f.start()
+	defer stop()
+
+	sim := f.simulate(r)
+	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(sim.ID).State.Final() })
+	if j := f.job(sim.ID); j.State != store.StateSucceeded {
+		t.Fatalf("simulation %s: %s", j.State, j.Error)
+	}
+	if flags := f.site.Host("storage-01").SSH.CephFlags(); len(flags) != 0 || f.site.Host("storage-02").SSH.CephStopped() {
+		t.Fatalf("the simulation changed storage: flags %v", flags)
+	}
+
+	job := f.shutdown(r)
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, "no-such-tool") {
+		t.Fatalf("job %s (%s): want failed naming the failing command", j.State, j.Error)
+	}
+	var cmds []store.Action
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind == "storage" {
+			cmds = append(cmds, a)
+		}
+	}
+	if len(cmds) != 3 {
+		t.Fatalf("%d storage actions, want 3", len(cmds))
+	}
+	want := []struct {
+		host, cmd string
+		state     store.ActionState
+	}{
+		{"storage-01", "ceph osd set noout", store.ActionSucceeded},
+		{"storage-01", "no-such-tool --flush", store.ActionFailed},
+		{"storage-02", "systemctl stop ceph.target", store.ActionSucceeded},
+	}
+	for i, a := range cmds {
+		w := want[i]
+		if a.Target != w.host || a.TargetID != w.cmd || a.State != w.state {
+			t.Errorf("storage action %d: %q on %s %s, want %q on %s %s", i, a.TargetID, a.Target, a.State, w.cmd, w.host, w.state)
+		}
+		if i > 0 && a.StartedAt.Before(*cmds[i-1].FinishedAt) {
+			t.Errorf("%q started before %q finished", a.TargetID, cmds[i-1].TargetID)
+		}
+	}
+	if !strings.Contains(cmds[1].Error, "command not found") {
+		t.Errorf("failed command's error %q does not say why", cmds[1].Error)
+	}
+	if flags := f.site.Host("storage-01").SSH.CephFlags(); len(flags) != 1 || flags[0] != "noout" || !f.site.Host("storage-02").SSH.CephStopped() {
+		t.Errorf("commands did not take effect: flags %v", flags)
+	}
+	for _, h := range f.site.Hosts {
+		if h.Machine.State() != sitesim.PowerOff {
+			t.Errorf("%s is %s: a failed storage command must not keep hosts up", h.Spec.Name, h.Machine.State())
+		}
+	}
+}
+
+// simulate settles the runner (so the new simulation is not taken for one a
+// previous process left behind), queues a simulation and wakes the runner.
+func (f *fixture) simulate(r *runner.Runner) store.Job {
+	f.t.Helper()
+	if err := r.Settle(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	job, err := f.store.CreateSimulation(context.Background(), store.NewJob{Kind: store.KindSimulation})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	r.Kick()
+	return job
 }
