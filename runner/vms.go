@@ -352,11 +352,21 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			case s.Status == novaShutoff:
 				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSucceeded, Detail: "SHUTOFF"})
 				delete(pending, s.ID)
-			case v.conflict && s.TaskState == "" && (s.Status == novaActive || s.Status == novaError) && !e.stopping():
+			case s.TaskState != "" || w.inFlight(s.ID):
+				// Nova is busy with it, or our os-stop is out: wait.
+			case v.conflict && (s.Status == novaActive || s.Status == novaError) && !e.stopping():
 				// A 409 came while Nova was busy with the server; now it is
-				// idle and still on, so ask again.
+				// idle and still on, so ask again. (An os-stop that ran out
+				// of retries, about 36 s of them, is not sent again: the
+				// VM fails at the timeout and the hosts going down stop it.)
 				v.conflict = false
 				w.send(s.ID)
+			case v.conflict && s.Status != novaActive && s.Status != novaError:
+				// The task Nova was busy with left the server PAUSED,
+				// SUSPENDED, ...: skipped with its state, as if listed so.
+				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSkipped,
+					Detail: "skipped: status " + s.Status + " (os-stop refused with 409 while Nova was busy with it)"})
+				delete(pending, s.ID)
 			}
 		}
 		for id, v := range pending {

@@ -423,3 +423,54 @@ func TestClientAuthenticatedAheadIsRenewedWhenStale(t *testing.T) {
 		})
 	}
 }
+
+// A VM whose os-stop Nova refuses with 409 because it is busy with another
+// task is re-read, not failed: when the task ends with the VM idle and still
+// on, it is asked again and stops; when the task leaves it PAUSED, it is
+// skipped with that state, as if it had been listed so. Neither holds the
+// step until stop_timeout.
+func TestVMBusyWithAnotherTaskIsAskedAgainOrSkipped(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.VMs = []sitesim.VM{
+			{ID: "vm-rebooting", Name: "rebooting", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond},
+			{ID: "vm-pausing", Name: "pausing", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond},
+			{ID: "vm-plain", Name: "plain", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond},
+		}
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}
+		o.Storage = "none"
+		o.StopTimeout = time.Minute
+	})
+	f.site.Nova.SetTask("vm-rebooting", "rebooting", 400*time.Millisecond, "ACTIVE")
+	f.site.Nova.SetTask("vm-pausing", "pausing", 400*time.Millisecond, "PAUSED")
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	byID := map[string]store.Action{}
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind == "vm" {
+			byID[a.TargetID] = a
+		}
+	}
+	if a := byID["vm-rebooting"]; a.State != store.ActionSucceeded || a.Detail != "SHUTOFF" {
+		t.Errorf("rebooting VM: %s %q %q, want succeeded SHUTOFF", a.State, a.Detail, a.Error)
+	}
+	if got := f.site.Nova.Status("vm-rebooting"); got != "SHUTOFF" {
+		t.Errorf("rebooting VM is %s at Nova", got)
+	}
+	if n := f.site.Nova.StopRequestsFor("vm-rebooting"); n != 2 {
+		t.Errorf("rebooting VM got %d os-stops, want 2 (refused, then asked again)", n)
+	}
+	if a := byID["vm-pausing"]; a.State != store.ActionSkipped || !strings.Contains(a.Detail, "status PAUSED") {
+		t.Errorf("pausing VM: %s %q %q, want skipped with status PAUSED", a.State, a.Detail, a.Error)
+	}
+	if n := f.site.Nova.StopRequestsFor("vm-pausing"); n != 1 {
+		t.Errorf("pausing VM got %d os-stops, want 1", n)
+	}
+	if a := byID["vm-plain"]; a.State != store.ActionSucceeded {
+		t.Errorf("plain VM: %s %q", a.State, a.Error)
+	}
+}

@@ -380,6 +380,38 @@ func (n *Nova) SetStatus(id, status string) {
 	vm.updated = time.Now().UTC()
 }
 
+// SetTask starts a task of Nova's own on a server (task_state, e.g.
+// "pausing" or "rebooting"), as another user or Nova itself would: os-stop
+// answers 409 while it runs. After d the task ends and the server's status
+// becomes then.
+func (n *Nova) SetTask(id, task string, d time.Duration, then string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	vm, ok := n.byID[id]
+	if !ok {
+		return
+	}
+	if vm.timer != nil {
+		vm.timer.Stop()
+	}
+	vm.gen++
+	gen := vm.gen
+	vm.taskState = task
+	vm.updated = time.Now().UTC()
+	vm.timer = time.AfterFunc(d, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.closed || vm.gen != gen {
+			return
+		}
+		vm.timer = nil
+		vm.taskState = ""
+		vm.Status = strings.ToUpper(then)
+		vm.gen++
+		vm.updated = time.Now().UTC()
+	})
+}
+
 // GenerateVMs returns perProject VMs in each project with names such as a
 // real site has (web-03, k8s-worker-12, "Ubuntu 22.04 dev", ci_runner_7) and
 // stop delays uniform in [minDelay, maxDelay]. Statuses are mixed, as on a
