@@ -59,6 +59,9 @@ type RedfishOptions struct {
 	// IgnoreSoftOff simulates a hung OS: GracefulShutdown is accepted and
 	// recorded but the machine stays on, so callers must escalate to ForceOff.
 	IgnoreSoftOff bool
+	// IgnoreHardOff simulates a stuck power relay or a firmware fault:
+	// ForceOff is accepted and recorded, and the machine stays on.
+	IgnoreHardOff bool
 	// Unreachable starts the BMC with its port closed (see SetReachable).
 	Unreachable bool
 	// Latency delays every response, to exercise client timeouts.
@@ -453,7 +456,9 @@ func (b *RedfishBMC) reset(w http.ResponseWriter, r *http.Request) {
 	case "GracefulShutdown":
 		b.softOff()
 	case "ForceOff":
-		m.SetState(PowerOff, "bmc-hard")
+		if !b.opts.IgnoreHardOff {
+			m.SetState(PowerOff, "bmc-hard")
+		}
 	case "On", "ForceOn":
 		m.SetState(PowerOn, "bmc-on")
 	case "PushPowerButton":

@@ -27,6 +27,8 @@ type HostSpec struct {
 	IgnorePowerOff bool
 	// IgnoreSoftOff: the BMC accepts GracefulShutdown and nothing happens.
 	IgnoreSoftOff bool
+	// IgnoreHardOff: the BMC accepts ForceOff and the machine stays on.
+	IgnoreHardOff bool
 	// BMCDown makes the BMC unreachable.
 	BMCDown bool
 	// SudoDenied makes `sudo -n true` fail.
@@ -200,7 +202,7 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 		}
 		h.BMC, err = NewRedfishBMC(RedfishOptions{
 			Machine: h.Machine, User: "admin", Password: bmcPassword,
-			SoftOffDelay: opts.SoftOffDelay, IgnoreSoftOff: spec.IgnoreSoftOff, Unreachable: spec.BMCDown,
+			SoftOffDelay: opts.SoftOffDelay, IgnoreSoftOff: spec.IgnoreSoftOff, IgnoreHardOff: spec.IgnoreHardOff, Unreachable: spec.BMCDown,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start bmc %s: %w", spec.Name, err)
