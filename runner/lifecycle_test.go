@@ -1,0 +1,166 @@
+package runner_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeops/shutdownd/sitesim"
+	"github.com/edgeops/shutdownd/store"
+)
+
+// events returns the messages of the job's events, oldest first.
+func (f *fixture) events(jobID int64) []string {
+	f.t.Helper()
+	evs, err := f.store.Events(context.Background(), jobID, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Message)
+	}
+	return out
+}
+
+// A cancel during the storage step stops before the next command: the flag
+// under way completes, the rest are never sent, and no host is powered off.
+func TestCancelDuringStorageStopsBeforeTheNextCommandAndTheHosts(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "storage-01", Role: "storage"},
+		}
+		o.SSHLatency = 200 * time.Millisecond // each Ceph command takes this long
+	})
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	admin := f.site.Host("storage-01").SSH
+	f.waitFor("first Ceph flag set", 30*time.Second, func() bool { return len(admin.CephFlags()) > 0 })
+	if _, err := f.store.RequestCancel(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateCancelled {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	steps, err := f.store.Steps(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []store.StepState
+	for _, s := range steps {
+		states = append(states, s.State)
+	}
+	if !slices.Equal(states, []store.StepState{store.StepSucceeded, store.StepCancelled}) {
+		t.Errorf("steps %v, want the VM step succeeded and storage cancelled (hosts never started)", states)
+	}
+	if flags := admin.CephFlags(); len(flags) == 0 || len(flags) > 2 {
+		t.Errorf("flags set %v: want the one under way at the cancel (two at most), not all", flags)
+	}
+	if admin.CephStopped() {
+		t.Error("ceph.target stopped after the cancel")
+	}
+	for _, h := range f.site.Hosts {
+		if h.SSH.PowerCommands() != 0 || len(h.BMC.Resets()) != 0 || h.Machine.State() != sitesim.PowerOn {
+			t.Errorf("%s touched after a cancel in the storage step", h.Spec.Name)
+		}
+	}
+}
+
+// A cancel while a host group goes down lets that group finish (its
+// power-offs are out) and stops before the next group.
+func TestCancelDuringAHostGroupStopsBeforeTheNextGroup(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute", PowerOffDelay: time.Second},
+			{Name: "control-01", Role: "control"},
+		}
+		o.Storage = "none"
+	})
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	compute := f.site.Host("compute-01")
+	f.waitFor("compute power-off sent", 30*time.Second, func() bool { return compute.SSH.PowerCommands() == 1 })
+	if _, err := f.store.RequestCancel(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateCancelled {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	if s := compute.Machine.State(); s != sitesim.PowerOff {
+		t.Errorf("compute-01 is %s: the group under way must finish", s)
+	}
+	if a := f.hostActions(job.ID)["compute-01"]; a.State != store.ActionSucceeded {
+		t.Errorf("compute-01 action %s %q", a.State, a.Error)
+	}
+	control := f.site.Host("control-01")
+	if control.SSH.PowerCommands() != 0 || control.Machine.State() != sitesim.PowerOn {
+		t.Error("control-01 (the next group) was powered off after the cancel")
+	}
+}
+
+// A simulation that was running when the service stopped is not resumed:
+// the next start marks it failed, "interrupted by restart", and runs none
+// of its checks again.
+func TestInterruptedSimulationIsMarkedFailedNotResumed(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	job, err := f.store.CreateSimulation(ctx, store.NewJob{Kind: store.KindSimulation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.StartJob(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := f.start()
+	defer stop()
+	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, "interrupted by restart") {
+		t.Fatalf("simulation %s: %q; want failed, interrupted by restart", j.State, j.Error)
+	}
+	time.Sleep(300 * time.Millisecond) // room for a wrong resume to log in
+	for _, h := range f.site.Hosts {
+		if n := h.SSH.Logins(); n != 0 {
+			t.Errorf("%s: %d SSH logins: the interrupted simulation was resumed", h.Spec.Name, n)
+		}
+	}
+	if n := f.site.Nova.ListRequests(); n != 0 {
+		t.Errorf("%d server lists after the restart: the interrupted simulation was resumed", n)
+	}
+}
+
+// A shutdown with a deadline it cannot meet records that it is behind, as
+// an event and in on_track, and ends with on_track false.
+func TestShutdownPastItsDeadlineIsRecordedBehind(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute", PowerOffDelay: 500 * time.Millisecond}}
+		o.Storage = "none"
+	})
+	r, stop := f.start()
+	defer stop()
+	deadline := time.Now().Add(200 * time.Millisecond)
+	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown, Deadline: &deadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Kick()
+	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	if j.OnTrack == nil || *j.OnTrack {
+		t.Errorf("on_track %v, want false for a job that ended after its deadline", j.OnTrack)
+	}
+	if evs := f.events(job.ID); !slices.Contains(evs, "deadline: behind") {
+		t.Errorf("no \"deadline: behind\" event in %q", evs)
+	}
+}
