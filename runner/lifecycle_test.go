@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -162,5 +163,60 @@ func TestShutdownPastItsDeadlineIsRecordedBehind(t *testing.T) {
 	}
 	if evs := f.events(job.ID); !slices.Contains(evs, "deadline: behind") {
 		t.Errorf("no \"deadline: behind\" event in %q", evs)
+	}
+}
+
+// A shutdown requested again while a running shutdown's cancel is pending
+// is not answered with the job that is about to stop: that job ends
+// cancelled, superseded, and a new shutdown takes the site down.
+func TestShutdownRequestedAgainWhileItsCancelIsPendingStillShutsDown(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.VMStopMin, o.VMStopMax = 500*time.Millisecond, time.Second
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}, {Name: "storage-01", Role: "storage"}}
+	})
+	r, stop := f.start()
+	defer stop()
+	first := f.shutdown(r)
+	f.waitFor("first os-stop", 30*time.Second, func() bool { return f.site.Nova.StopRequests() > 0 })
+	ctx := context.Background()
+	if _, err := f.store.RequestCancel(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	second, created, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown, Reason: "power lost again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !created || second.ID == first.ID {
+		t.Fatalf("the new request got job %d (created %v): the job being cancelled", second.ID, created)
+	}
+	r.Kick()
+	f.waitFor("second job final", 60*time.Second, func() bool { return f.job(second.ID).State.Final() })
+	if j := f.job(first.ID); j.State != store.StateCancelled || !strings.Contains(j.Error, fmt.Sprintf("superseded by shutdown job %d", second.ID)) {
+		t.Errorf("first job %s: %q; want cancelled, superseded", j.State, j.Error)
+	}
+	if j := f.job(second.ID); j.State != store.StateSucceeded {
+		t.Fatalf("second job %s: %s", j.State, j.Error)
+	}
+	for _, a := range f.actions(first.ID) {
+		if !(a.State == store.ActionSucceeded || a.State == store.ActionFailed || a.State == store.ActionSkipped) {
+			t.Errorf("first job's action %s %s on %s left %s", a.TargetKind, a.Operation, a.Target, a.State)
+		}
+	}
+	for _, h := range f.site.Hosts {
+		if s := h.Machine.State(); s != sitesim.PowerOff {
+			t.Errorf("%s is %s", h.Spec.Name, s)
+		}
+	}
+	for _, vm := range f.site.Nova.Servers() {
+		if vm.Status == "ACTIVE" || vm.Status == "ERROR" {
+			t.Errorf("VM %s still %s", vm.Name, vm.Status)
+		}
+		if off := f.site.Nova.ShutoffAt(vm.ID); !off.IsZero() {
+			for _, at := range f.site.Nova.StopTimesFor(vm.ID) {
+				if at.After(off) {
+					t.Errorf("VM %s got an os-stop after it was SHUTOFF", vm.Name)
+				}
+			}
+		}
 	}
 }

@@ -141,7 +141,9 @@ func (s *Store) CreateSimulation(ctx context.Context, nj NewJob) (Job, error) {
 // shutdown is already active it returns that job with created=false (a UPS
 // that retries must see success, not a conflict); if a simulation is active
 // it is cancelled as preempted, with an event, before the shutdown is
-// inserted.
+// inserted. A shutdown whose cancel is pending is superseded the same way:
+// a new request for a shutdown must not be answered with a job that is
+// about to stop (the UPS would take the 202 for a shutdown under way).
 func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created bool, err error) {
 	nj.Kind = KindShutdown
 	err = s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
@@ -149,7 +151,7 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 		if err != nil {
 			return err
 		}
-		if active != nil && active.Kind == KindShutdown {
+		if active != nil && active.Kind == KindShutdown && !active.CancelRequested {
 			job = *active
 			return nil
 		}
@@ -168,13 +170,18 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 			return nil
 		}
 		msg := fmt.Sprintf("preempted by shutdown job %d", job.ID)
+		newMsg := fmt.Sprintf("preempted simulation job %d", active.ID)
+		if active.Kind == KindShutdown {
+			msg = fmt.Sprintf("cancelled by request; superseded by shutdown job %d, requested while the cancel was pending", job.ID)
+			newMsg = fmt.Sprintf("supersedes shutdown job %d, whose cancel was pending", active.ID)
+		}
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET error = ? WHERE id = ?`, msg, active.ID); err != nil {
 			return fmt.Errorf("mark job %d preempted: %w", active.ID, err)
 		}
 		if err := addEvent(ctx, tx, active.ID, now, "warn", msg, ""); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, job.ID, now, "warn", fmt.Sprintf("preempted simulation job %d", active.ID), "")
+		return addEvent(ctx, tx, job.ID, now, "warn", newMsg, "")
 	})
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create shutdown: %w", err)
