@@ -46,9 +46,7 @@ type Metrics struct {
 	jobs         *prometheus.CounterVec
 	stepDuration *prometheus.HistogramVec
 	targets      *prometheus.CounterVec
-	lastStart    *prometheus.GaugeVec
-	lastEnd      *prometheus.GaugeVec
-	lastResult   *prometheus.GaugeVec
+	lastJobs     *lastJobs
 	peerRequests *prometheus.CounterVec
 	peerErrors   *prometheus.CounterVec
 	httpRequests *prometheus.CounterVec
@@ -89,12 +87,7 @@ func New(st *store.Store, logger *slog.Logger) *Metrics {
 		targets: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "target_actions_total",
 			Help: "Target actions of finished jobs, by job kind, target kind (vm, storage, host, bmc, openstack) and result."},
 			[]string{"kind", "target_kind", "result"}),
-		lastStart: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "last_job_start_timestamp_seconds",
-			Help: "Unix time the last job of each kind was requested."}, []string{"kind"}),
-		lastEnd: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "last_job_end_timestamp_seconds",
-			Help: "Unix time the last job of each kind ended; 0 while it runs."}, []string{"kind"}),
-		lastResult: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "last_job_result",
-			Help: "1 for the state of the last job of each kind, 0 for the other states."}, []string{"kind", "result"}),
+		lastJobs: newLastJobs(st),
 		peerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_requests_total",
 			Help: "Requests to the site's peers, by peer (nova, ssh, bmc) and operation."}, []string{"peer", "op"}),
 		peerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "peer_errors_total",
@@ -102,7 +95,7 @@ func New(st *store.Store, logger *slog.Logger) *Metrics {
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
 			Help: "HTTP requests served, by route template, method and status code."}, []string{"route", "method", "code"}),
 	}
-	m.reg.MustRegister(m.jobsStarted, m.jobs, m.stepDuration, m.targets, m.lastStart, m.lastEnd, m.lastResult,
+	m.reg.MustRegister(m.jobsStarted, m.jobs, m.stepDuration, m.targets, m.lastJobs,
 		m.peerRequests, m.peerErrors, m.httpRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -111,42 +104,9 @@ func New(st *store.Store, logger *slog.Logger) *Metrics {
 // Registry is the registry of these metrics, for tests and extra collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// LoadLast sets the last-job gauges from the store, so that a restarted
-// service reports the last shutdown at once, not only after the next job.
-func (m *Metrics) LoadLast(ctx context.Context) error {
-	for _, k := range []store.Kind{store.KindSimulation, store.KindShutdown} {
-		j, err := m.store.LatestJob(ctx, k)
-		if err != nil {
-			return fmt.Errorf("load last %s job: %w", k, err)
-		}
-		if j != nil {
-			m.setLast(*j)
-		}
-	}
-	return nil
-}
-
-func (m *Metrics) setLast(j store.Job) {
-	kind := string(j.Kind)
-	m.lastStart.WithLabelValues(kind).Set(unix(j.CreatedAt))
-	end := 0.0
-	if j.FinishedAt != nil {
-		end = unix(*j.FinishedAt)
-	}
-	m.lastEnd.WithLabelValues(kind).Set(end)
-	for _, s := range jobStates {
-		v := 0.0
-		if s == j.State {
-			v = 1
-		}
-		m.lastResult.WithLabelValues(kind, string(s)).Set(v)
-	}
-}
-
 // JobStarted implements runner.Observer.
 func (m *Metrics) JobStarted(_ context.Context, j store.Job) {
 	m.jobsStarted.WithLabelValues(string(j.Kind)).Inc()
-	m.setLast(j)
 }
 
 // StepFinished implements runner.Observer.
@@ -161,7 +121,6 @@ func (m *Metrics) StepFinished(_ context.Context, j store.Job, s store.Step) {
 // (one indexed query on the read pool) to count targets by result.
 func (m *Metrics) JobFinished(ctx context.Context, j store.Job) {
 	m.jobs.WithLabelValues(string(j.Kind), string(j.State)).Inc()
-	m.setLast(j)
 	actions, err := m.store.Actions(ctx, j.ID)
 	if err != nil {
 		m.log.Warn("metrics: read actions", "job_id", j.ID, "err", err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 
@@ -42,11 +41,8 @@ func (m *Main) handler(st *store.Store) (http.Handler, error) {
 
 // observer builds what watches the runner: Prometheus metrics and the
 // webhook notifier (whose senders run until Close).
-func (m *Main) observer(ctx context.Context, st *store.Store) runner.Observer {
+func (m *Main) observer(st *store.Store) runner.Observer {
 	m.Metrics = metrics.New(st, m.Logger)
-	if err := m.Metrics.LoadLast(ctx); err != nil {
-		m.Logger.Warn("metrics: last jobs not loaded", "err", err)
-	}
 	m.Notifier = notify.New(notify.Options{Webhooks: m.Config.Notify.Webhooks, Store: st, Logger: m.Logger})
 	return runner.Observers(m.Metrics, m.Notifier)
 }
