@@ -220,3 +220,36 @@ func TestShutdownRequestedAgainWhileItsCancelIsPendingStillShutsDown(t *testing.
 		}
 	}
 }
+
+// A step that failed before a restart still fails the resumed job, naming
+// what failed: the job's result is what its steps did, not what the last
+// process saw.
+func TestStepFailedBeforeARestartStillFailsTheJob(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.VMs = []sitesim.VM{
+			{ID: "vm-ok", Name: "ok", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond},
+			{ID: "vm-stuck", Name: "stuck", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond, NeverStops: true},
+		}
+		o.StopTimeout = time.Second
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute", PowerOffDelay: 2 * time.Second}}
+		o.Storage = "none"
+		o.HostOff = 20 * time.Second
+	})
+	r, stop := f.start()
+	job := f.shutdown(r)
+	f.waitFor("host power-off sent", 30*time.Second, func() bool { return f.site.Host("compute-01").SSH.PowerCommands() == 1 })
+	stop() // the service stops in the host step, after the VM step failed
+	steps, err := f.store.Steps(context.Background(), job.ID)
+	if err != nil || len(steps) < 1 || steps[0].State != store.StepFailed {
+		t.Fatalf("before the restart: steps %+v, %v; want the VM step failed", steps, err)
+	}
+	f.waitFor("host off", 30*time.Second, func() bool { return f.site.Host("compute-01").Machine.State() == sitesim.PowerOff })
+	r2, stop2 := f.start()
+	defer stop2()
+	r2.Kick()
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	j := f.job(job.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, "vm stuck (vm-stuck)") {
+		t.Errorf("resumed job %s %q; want failed naming the VM that did not stop before the restart", j.State, j.Error)
+	}
+}

@@ -5,6 +5,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -177,6 +178,38 @@ func (e *exec) fail(format string, args ...any) {
 	e.mu.Unlock()
 }
 
+// failFromRecords adds a failed step's failed targets, as the store holds
+// them, to the job's failures; a step with none is named with why instead.
+// Only outcomes count: a host's failed SSH power-off or BMC confirmation
+// that its escalation then made good is not a failure of the host.
+func (e *exec) failFromRecords(st store.Step, why string) {
+	as, err := e.r.store.StepActions(e.db(), st.ID)
+	if err != nil {
+		e.log.Error("read step actions", "step", st.Name, "err", err)
+	}
+	n := 0
+	for _, a := range as {
+		if a.State != store.ActionFailed || a.TargetKind == "bmc" || a.Operation == "ssh-poweroff" {
+			continue
+		}
+		target := a.Target
+		if a.TargetID != "" {
+			target += " (" + a.TargetID + ")"
+		}
+		e.fail("%s %s: %s", a.TargetKind, target, cmp.Or(a.Error, "failed"))
+		n++
+	}
+	if n == 0 {
+		e.fail("step %s: %s", st.Name, why)
+	}
+}
+
+func (e *exec) failureCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.failures)
+}
+
 // safePoint reports whether the job should stop before its next action.
 func (e *exec) stopping() bool { return e.cancelled.Load() || e.ctx.Err() != nil }
 
@@ -245,15 +278,27 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 			break
 		}
 		if stepFinal(st.State) {
-			continue // done before a restart
+			// Done before a restart; its failure still counts, or the
+			// resumed job would end succeeded with a failed step.
+			if st.State == store.StepFailed {
+				e.failFromRecords(st, "before the restart: "+cmp.Or(st.Error, st.Detail, "failed"))
+			}
+			continue
 		}
 		if err := r.store.StartStep(e.db(), st.ID); err != nil {
 			e.log.Error("start step", "step", s.name, "err", err)
 		}
+		failuresBefore := e.failureCount()
 		state, detail, err := s.run(e, st)
 		msg := ""
 		if err != nil {
 			msg = err.Error()
+		}
+		if state == store.StepFailed && e.failureCount() == failuresBefore {
+			// The step failed without naming a target here (targets that
+			// had failed before a restart, or a store error): the job
+			// fails too, naming what the store says failed.
+			e.failFromRecords(st, cmp.Or(msg, detail, "failed"))
 		}
 		if e.ctx.Err() != nil && state != store.StepSucceeded && state != store.StepSkipped {
 			if parent.Err() != nil {
