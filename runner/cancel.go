@@ -22,3 +22,40 @@ func (e *exec) cancelTooLate() bool {
 	e.event("info", "cancel requested too late to stop anything: every step ran to its end")
 	return true
 }
+
+// closeOpen settles what a job leaves open when it ends without running to
+// its end: preempted or superseded (its context cancelled from outside), or
+// cancelled at a restart before the interrupted step resumed. Steps still
+// running end cancelled and actions still open end skipped, saying why, so
+// the record of a final job never shows work as under way. Nothing of the
+// job is in flight any more when this runs.
+func (e *exec) closeOpen(why string) {
+	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	if err != nil {
+		e.log.Error("read steps to close", "err", err)
+		return
+	}
+	for _, st := range steps {
+		as, err := e.r.store.StepActions(e.db(), st.ID)
+		if err != nil {
+			e.log.Error("read actions to close", "step", st.Name, "err", err)
+			continue
+		}
+		var results []store.ActionResult
+		for _, a := range as {
+			if !a.State.Final() {
+				results = append(results, store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not awaited: " + why})
+			}
+		}
+		if len(results) > 0 {
+			if err := e.r.store.FinishActions(e.db(), results); err != nil {
+				e.log.Error("close actions", "step", st.Name, "err", err)
+			}
+		}
+		if !st.State.Final() {
+			if err := e.r.store.FinishStep(e.db(), st.ID, store.StepCancelled, "", why); err != nil {
+				e.log.Error("close step", "step", st.Name, "err", err)
+			}
+		}
+	}
+}

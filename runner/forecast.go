@@ -154,7 +154,7 @@ func (e *exec) checkDeadline(steps []store.Step) {
 	for _, sf := range f.Steps {
 		st, ok := byName[sf.Name]
 		switch {
-		case ok && stepFinal(st.State):
+		case ok && st.State.Final():
 		case ok && st.StartedAt != nil:
 			remaining += max(0, sf.Estimate-now.Sub(*st.StartedAt))
 		default:

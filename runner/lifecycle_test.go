@@ -253,3 +253,45 @@ func TestStepFailedBeforeARestartStillFailsTheJob(t *testing.T) {
 		t.Errorf("resumed job %s %q; want failed naming the VM that did not stop before the restart", j.State, j.Error)
 	}
 }
+
+// A cancel requested while the service was down (or before it reached a
+// safe point) ends the resumed job cancelled, and closes what the stopped
+// process left open: no step or action of a final job stays running.
+func TestCancelledBeforeResumeClosesWhatWasOpen(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute", PowerOffDelay: 2 * time.Second}, {Name: "control-01", Role: "control"}}
+		o.Storage = "none"
+		o.HostOff = 20 * time.Second
+	})
+	r, stop := f.start()
+	job := f.shutdown(r)
+	f.waitFor("power-off sent", 30*time.Second, func() bool { return f.site.Host("compute-01").SSH.PowerCommands() == 1 })
+	stop()
+	if _, err := f.store.RequestCancel(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	r2, stop2 := f.start()
+	defer stop2()
+	r2.Kick()
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
+	if j := f.job(job.ID); j.State != store.StateCancelled {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	steps, err := f.store.Steps(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if !s.State.Final() {
+			t.Errorf("step %s left %s in a cancelled job", s.Name, s.State)
+		}
+	}
+	for _, a := range f.actions(job.ID) {
+		if a.State == store.ActionRunning || a.State == store.ActionPending {
+			t.Errorf("action %s %s on %s left %s", a.TargetKind, a.Operation, a.Target, a.State)
+		}
+	}
+	if n := f.site.Host("control-01").SSH.PowerCommands(); n != 0 {
+		t.Errorf("control-01 got %d power-offs after the cancel", n)
+	}
+}

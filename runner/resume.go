@@ -23,7 +23,7 @@ func (e *exec) closeInterrupted(step store.Step, host string, keep int64, off bo
 	}
 	var results []store.ActionResult
 	for _, a := range actions {
-		if a.Target != host || a.ID == keep || actionFinal(a.State) || (a.TargetKind != "host" && a.TargetKind != "bmc") {
+		if a.Target != host || a.ID == keep || a.State.Final() || (a.TargetKind != "host" && a.TargetKind != "bmc") {
 			continue
 		}
 		r := store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "interrupted by restart"}

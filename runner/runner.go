@@ -277,7 +277,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 			e.log.Error("ensure step", "step", s.name, "err", err)
 			break
 		}
-		if stepFinal(st.State) {
+		if st.State.Final() {
 			// Done before a restart; its failure still counts, or the
 			// resumed job would end succeeded with a failed step.
 			if st.State == store.StepFailed {
@@ -334,8 +334,12 @@ func (r *Runner) finish(e *exec) {
 	}
 	switch {
 	case e.ctx.Err() != nil:
-		// Preempted: the store already holds the final state.
+		// Preempted or superseded: the store already holds the final
+		// state and why.
 		state, msg = store.StateCancelled, "preempted"
+		if j, err := r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
+			msg = j.Error
+		}
 	case e.cancelled.Load() && len(selfHosts) > 0:
 		// The self power-off is still to come, and a cancel stops it: work
 		// was left undone, so the job is cancelled even if every step ran.
@@ -350,6 +354,9 @@ func (r *Runner) finish(e *exec) {
 		}
 	case len(failures) > 0:
 		state, msg = store.StateFailed, summarize(failures)
+	}
+	if state == store.StateCancelled {
+		e.closeOpen(msg)
 	}
 	var selfActions []store.Action
 	if state != store.StateCancelled && len(selfHosts) > 0 {
@@ -477,14 +484,6 @@ func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{})
 			e.event("warn", "cancel requested; stopping at the next safe point")
 		}
 	}
-}
-
-func stepFinal(s store.StepState) bool {
-	switch s {
-	case store.StepSucceeded, store.StepFailed, store.StepSkipped, store.StepCancelled:
-		return true
-	}
-	return false
 }
 
 func levelFor(s store.StepState) string {

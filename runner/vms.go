@@ -229,7 +229,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			continue
 		}
 		rec.existing[a.TargetID] = true // only rows of a previous run were stopped by us
-		if actionFinal(a.State) {
+		if a.State.Final() {
 			rec.done[a.TargetID] = true
 		}
 	}
@@ -693,7 +693,3 @@ func (w *stopper) drain() []stopResult {
 
 func (w *stopper) wait()  { w.wg.Wait() }
 func (w *stopper) close() { w.wg.Wait() }
-
-func actionFinal(s store.ActionState) bool {
-	return s == store.ActionSucceeded || s == store.ActionFailed || s == store.ActionSkipped
-}
