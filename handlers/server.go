@@ -28,6 +28,22 @@ type Kicker interface {
 	Kick()
 }
 
+// selfDowner is implemented by the runner: it reports the shutdown job
+// that is powering off the machine this service runs on. From then on a
+// new job must not be created (it would be left running, and resumed at
+// the next start-up against a site brought back up by hand).
+type selfDowner interface {
+	PoweringOffSelf() (jobID int64, ok bool)
+}
+
+// poweringOffSelf reports the job powering this machine off, if any.
+func (s *Server) poweringOffSelf() (int64, bool) {
+	if sd, ok := s.runner.(selfDowner); ok {
+		return sd.PoweringOffSelf()
+	}
+	return 0, false
+}
+
 // Options configures New.
 type Options struct {
 	Store  *store.Store

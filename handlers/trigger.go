@@ -130,6 +130,10 @@ func (s *Server) handleSimulate(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, err)
 		return
 	}
+	if id, down := s.poweringOffSelf(); down {
+		s.WriteError(w, r, Errorf(CodeServiceUnavailable, "this machine is being powered off by shutdown job %d", id))
+		return
+	}
 	job, err := s.store.CreateSimulation(r.Context(), s.newJob(r, store.KindSimulation, t))
 	switch {
 	case errors.Is(err, store.ErrJobRunning):
@@ -146,12 +150,20 @@ func (s *Server) handleSimulate(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleShutdown always answers 202 to a valid request: a new shutdown, or
-// the one already active (a UPS that retries must never see a failure). An
-// active simulation is preempted by the store in the same transaction.
+// the one already active (a UPS that retries must never see a failure), or,
+// once the shutdown that powers off this machine has sent that power-off,
+// that job. An active simulation is preempted by the store in the same
+// transaction.
 func (s *Server) handleShutdown(w http.ResponseWriter, r *http.Request) {
 	t, err := s.decodeTrigger(w, r)
 	if err != nil {
 		s.WriteError(w, r, err)
+		return
+	}
+	if id, down := s.poweringOffSelf(); down {
+		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "shutdown requested again while this machine powers off",
+			slog.Int64("job", id))
+		writeAccepted(w, id)
 		return
 	}
 	job, created, err := s.store.CreateShutdown(r.Context(), s.newJob(r, store.KindShutdown, t))

@@ -652,3 +652,27 @@ func TestSelfPowerOffWaitsForTheJobFinishedWebhook(t *testing.T) {
 		t.Errorf("job.finished delivered at %v, self power-off sent at %s: want the webhook first", finishedAt, sentAt)
 	}
 }
+
+// A job created after this machine's power-off was sent (one that slipped
+// past the API's check) is not run: it ends cancelled at once, so nothing
+// is left running for the next start-up to resume.
+func TestJobAfterSelfPowerOffIsNotRun(t *testing.T) {
+	f := selfSite(t, 0)
+	r, stop := f.start()
+	defer stop()
+	first := f.shutdown(r)
+	mgmt := f.site.Host("mgmt-01").SSH
+	f.waitFor("self power-off sent", 30*time.Second, func() bool { return mgmt.PowerCommands() == 1 })
+	if id, ok := r.PoweringOffSelf(); !ok || id != first.ID {
+		t.Fatalf("PoweringOffSelf = %d, %v; want job %d", id, ok, first.ID)
+	}
+	logins := f.site.Host("compute-01").SSH.Logins()
+	second := f.shutdown(r)
+	f.waitFor("second job final", 30*time.Second, func() bool { return f.job(second.ID).State.Final() })
+	if j := f.job(second.ID); j.State != store.StateCancelled || !strings.Contains(j.Error, "being powered off by shutdown job") {
+		t.Errorf("second job %s: %q; want cancelled, not run", j.State, j.Error)
+	}
+	if n := f.site.Host("compute-01").SSH.Logins(); n != logins {
+		t.Errorf("the refused job logged in to compute-01 (%d logins, was %d)", n, logins)
+	}
+}

@@ -42,6 +42,11 @@ type Runner struct {
 	// them (see warmQuiet).
 	nova stopCounter
 	warm cloudWarmer // an authenticated OpenStack client for the next shutdown
+	// selfDownJob is the shutdown job whose self power-off this process
+	// sent (0: none): this machine is going down, and no job may start
+	// now, or it would be left running and resumed at the next start-up,
+	// against a site brought back up by hand.
+	selfDownJob atomic.Int64
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -115,6 +120,10 @@ func (r *Runner) Run(ctx context.Context) error {
 				return nil
 			}
 			r.log.Error("read active job", "err", err)
+		}
+		if job != nil && r.selfDownJob.Load() != 0 {
+			r.refuseWhileSelfDown(ctx, *job)
+			job = nil
 		}
 		if job != nil {
 			r.execute(ctx, *job)
@@ -383,9 +392,29 @@ func (r *Runner) finish(e *exec) {
 	e.log.Info("job finished", "state", state, "error", msg)
 	e.jobFinished()
 	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
+		r.selfDownJob.Store(e.job.ID)
 		e.drainObservers()
 		e.powerOffSelf(selfHosts, selfActions)
 	}
+}
+
+// PoweringOffSelf reports the shutdown job that is powering off the machine
+// running this process, if there is one; the API then answers a new
+// request with that job instead of starting one.
+func (r *Runner) PoweringOffSelf() (jobID int64, ok bool) {
+	id := r.selfDownJob.Load()
+	return id, id != 0
+}
+
+// refuseWhileSelfDown ends a job requested after this machine's power-off
+// was sent (one that slipped past the API's check) without running it.
+func (r *Runner) refuseWhileSelfDown(ctx context.Context, job store.Job) {
+	msg := fmt.Sprintf("not run: this machine is being powered off by shutdown job %d; the site is already down", r.selfDownJob.Load())
+	if _, err := r.store.FinishJob(context.WithoutCancel(ctx), job.ID, store.StateCancelled, msg); err != nil {
+		r.log.Error("refuse job while powering off", "job_id", job.ID, "err", err)
+		return
+	}
+	r.log.Warn("job refused: this machine is powering off", "job_id", job.ID)
 }
 
 // SelfDrainWait bounds how long the self power-off waits for observers'

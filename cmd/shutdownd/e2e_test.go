@@ -507,3 +507,42 @@ func TestE2EShutdownPreemptsRunningSimulation(t *testing.T) {
 		t.Fatalf("simulate status = %s", body)
 	}
 }
+
+// TestE2EShutdownRequestedAgainWhileThisMachinePowersOff: once the shutdown
+// has sent the power-off of the machine shutdownd runs on, a UPS that
+// retries POST /shutdown gets 202 for that job and no new job is created
+// (it would be left running by the dying machine and resumed at the next
+// start-up, against a site brought back up by hand); a simulation is
+// refused with 503.
+func TestE2EShutdownRequestedAgainWhileThisMachinePowersOff(t *testing.T) {
+	svc := startE2E(t, func(o *sitesim.Options) {
+		o.Hosts = append(sitesim.DefaultHosts(), sitesim.HostSpec{Name: "mgmt-01", Role: "control", Self: true})
+	})
+	code, hdr, body := svc.do("POST", "/shutdown", "", nil)
+	if code != http.StatusAccepted || hdr.Get("Location") != "/jobs/1" {
+		t.Fatalf("POST /shutdown: %d %s %s", code, hdr.Get("Location"), body)
+	}
+	if j := svc.waitJob(1, time.Minute); j.State != store.StateSucceeded {
+		t.Fatalf("job 1 %s: %s", j.State, j.Error)
+	}
+	self := svc.demo.Site.Host("mgmt-01").SSH
+	deadline := time.Now().Add(30 * time.Second)
+	for self.PowerCommands() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if self.PowerCommands() != 1 {
+		t.Fatalf("self host got %d power-off commands", self.PowerCommands())
+	}
+	code, hdr, body = svc.do("POST", "/shutdown", `{"reason":"UPS retry"}`, nil)
+	if code != http.StatusAccepted || hdr.Get("Location") != "/jobs/1" {
+		t.Errorf("POST /shutdown while this machine powers off: %d %q %s; want 202 for job 1", code, hdr.Get("Location"), body)
+	}
+	code, _, body = svc.do("POST", "/simulate", "", nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"code":"service_unavailable"`) {
+		t.Errorf("POST /simulate while this machine powers off: %d %s; want 503", code, body)
+	}
+	jobs, err := svc.main.Store.ListJobs(context.Background(), store.JobFilter{})
+	if err != nil || len(jobs) != 1 {
+		t.Errorf("%d jobs (%v); want only job 1", len(jobs), err)
+	}
+}
