@@ -521,6 +521,16 @@ func TestOpenAPIResponses(t *testing.T) {
 	resp, b = broken.do(req{method: "GET", path: "/healthz"})
 	wantStatus(c.verify("GET", "/healthz", resp, b), CodeServiceUnavailable)
 
+	// A runner that is powering off this machine: /simulate answers 503.
+	down := newEnv(t, func(o *Options) { o.Runner = selfDownRunner{job: 7} })
+	downTok := down.token("ups", []string{ScopeSimulate, ScopeShutdown}, nil, nil)
+	resp, b = down.do(req{method: "POST", path: "/simulate", token: downTok})
+	wantStatus(c.verify("POST", "/simulate", resp, b), CodeServiceUnavailable)
+	resp, b = down.do(req{method: "POST", path: "/shutdown", token: downTok})
+	if c.verify("POST", "/shutdown", resp, b); resp.StatusCode != 202 || resp.Header.Get("Location") != "/jobs/7" {
+		t.Errorf("POST /shutdown while powering off this machine: %d %q, want 202 for job 7", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
 	// Part 3: a real simulation of the simulated site, followed live, so the
 	// detail holds real steps, actions of every kind and events.
 	live := newSimulatedSite(t)
@@ -617,3 +627,10 @@ func newSimulatedSite(t *testing.T) *env {
 	t.Cleanup(func() { cancel(); <-done })
 	return e
 }
+
+// selfDownRunner is a runner that has sent the power-off of the machine
+// the service runs on, as shutdown job `job`.
+type selfDownRunner struct{ job int64 }
+
+func (selfDownRunner) Kick()                            {}
+func (r selfDownRunner) PoweringOffSelf() (int64, bool) { return r.job, true }
