@@ -179,10 +179,21 @@ func sameOrigin(r *http.Request) bool {
 }
 
 // safeNext keeps a post-login redirect on this site: a local absolute path,
-// never "//host" or a scheme.
+// never "//host" or a scheme. Control characters and spaces are refused
+// outright: browsers strip tabs and newlines from a URL, so "/\t/evil.example"
+// would become "//evil.example", another site.
 func safeNext(next string) string {
+	const home = "/history"
 	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, `\`) {
-		return "/history"
+		return home
+	}
+	for _, c := range next {
+		if c <= ' ' || c == 0x7f {
+			return home
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" || strings.HasPrefix(u.Path, "//") {
+		return home
 	}
 	return next
 }

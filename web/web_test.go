@@ -122,11 +122,16 @@ func TestLoginLogout(t *testing.T) {
 func TestLoginRedirectStaysLocal(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	for _, next := range []string{"//evil.example/x", "https://evil.example", `/\evil.example`, "history"} {
+	for _, next := range []string{"//evil.example/x", "https://evil.example", `/\evil.example`, "history",
+		"/\t/evil.example/x", "/\n/evil.example", "/\r\n/evil.example", "/ /evil.example", "/\x7f/x"} {
 		resp := e.login(t, e.client(t), e.token, next)
 		if loc := resp.Header.Get("Location"); loc != "/history" {
 			t.Errorf("next=%q redirected to %q", next, loc)
 		}
+	}
+	// A local path, query included, is kept.
+	if loc := e.login(t, e.client(t), e.token, "/history/7?x=1").Header.Get("Location"); loc != "/history/7?x=1" {
+		t.Errorf("local next redirected to %q", loc)
 	}
 }
 
