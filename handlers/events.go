@@ -37,6 +37,28 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.StreamJob(w, r, job.ID, after, s.heartbeat, func(r *http.Request) error {
+		_, err := s.authenticate(r)
+		return err
+	})
+}
+
+// streamRecheck is how often an open event stream asks again whether its
+// caller may still read it: a shutdown commits many times a second, and
+// one check a second bounds both the cost and how long a revoked token
+// keeps streaming.
+const streamRecheck = time.Second
+
+// StreamJob writes job id's event stream, in the format handleEvents
+// describes, from the event after `after` until the job is final or the
+// client goes away. The caller has authenticated the request; allowed is
+// asked again at most once a second (streamRecheck) as the stream wakes,
+// and the stream ends as soon as it fails: a token revoked or expired, or
+// a browser session ended, while its stream is open stops receiving events
+// within a second while the job writes, and at the next heartbeat (15 s)
+// when it is idle. The history page's
+// stream (web) uses it with its session check.
+func (s *Server) StreamJob(w http.ResponseWriter, r *http.Request, id, after int64, heartbeat time.Duration, allowed func(*http.Request) error) {
 	// Subscribe before the first read: a write committed between the read
 	// and the wait still rings the (buffered) channel, so nothing is missed.
 	wake, unsubscribe := s.store.Subscribe()
@@ -51,14 +73,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	_ = rc.Flush()
 
 	ctx := r.Context()
-	id := job.ID
-	heartbeat := time.NewTicker(s.heartbeat)
-	defer heartbeat.Stop()
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
 	var lastJob []byte
+	checked := time.Now()
 	for {
+		if time.Since(checked) >= streamRecheck {
+			if allowed(r) != nil {
+				return // the stream's credentials ended
+			}
+			checked = time.Now()
+		}
 		// Read the job before its events: when the job is seen final, every
 		// event written before it went final is in the read that follows.
-		job, err = s.store.Job(ctx, id)
+		job, err := s.store.Job(ctx, id)
 		if err != nil {
 			s.streamFailed(r, id, err)
 			return
@@ -97,7 +125,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-wake:
-		case <-heartbeat.C:
+		case <-tick.C:
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return
 			}

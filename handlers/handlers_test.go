@@ -916,3 +916,49 @@ func TestClientIP(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsStreamEndsWhenTheTokenIsRevoked: a token revoked while its
+// stream is open stops receiving events (within a second of the next
+// write): the stream closes without an end message.
+func TestEventsStreamEndsWhenTheTokenIsRevoked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	_, sim, _ := e.tokens()
+	watcher := e.token("watcher", []string{ScopeRead}, nil, nil)
+	resp, _ := e.do(req{method: "POST", path: "/simulate", token: sim})
+	id := jobIDFromLocation(t, resp)
+	msgs := e.openSSE(ctx, id, watcher, "")
+	next(t, msgs, "job snapshot", func(m sseMsg) bool { return m.event == "job" })
+	if err := e.st.RevokeToken(ctx, "watcher"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	after := 0
+	for {
+		select {
+		case m, open := <-msgs:
+			if !open {
+				if after > 12 {
+					t.Errorf("%d events arrived after the revocation; want the stream closed within about a second", after)
+				}
+				return
+			}
+			if m.event == "end" {
+				t.Fatal("stream of a revoked token ran to the job's end")
+			}
+			if m.event == "" && !m.comment {
+				after++
+			}
+		case <-tick.C:
+			// The job keeps writing, as a running shutdown does.
+			if err := e.st.AddEvent(ctx, id, "info", "progress", ""); err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("stream still open 10 s after its token was revoked")
+		}
+	}
+}
