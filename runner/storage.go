@@ -86,6 +86,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		serial, parallel = plan[:n], plan[n:]
 	}
 	var failed, finished atomic.Int64
+	down := &unreachableHosts{}
 	rec := newRecorder(e)
 	defer rec.wait()
 	interrupted := func() (store.StepState, string, error) {
@@ -103,7 +104,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 			finished.Add(1)
 			continue
 		}
-		switch r, err := e.storageCommand(step, c, nil, rec); r {
+		switch r, err := e.storageCommand(step, c, nil, rec, down); r {
 		case cmdRecordFailed:
 			return store.StepFailed, "", err
 		case cmdInterrupted:
@@ -150,7 +151,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 			go func(c config.StorageCommand, a *store.Action) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				switch r, err := e.storageCommand(step, c, a, rec); r {
+				switch r, err := e.storageCommand(step, c, a, rec, down); r {
 				case cmdRecordFailed:
 					recordErr.CompareAndSwap(nil, &err)
 					return
@@ -227,7 +228,7 @@ func (e *exec) beginStorage(step store.Step, cmds []config.StorageCommand, rec *
 
 // storageCommand runs c and records its outcome; its action is recorded
 // first, unless a is one already recorded.
-func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store.Action, rec *recorder) (cmdResult, error) {
+func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store.Action, rec *recorder, down *unreachableHosts) (cmdResult, error) {
 	if a == nil {
 		b, err := rec.begin(storageKey(e, step, c), c.Command)
 		if err != nil {
@@ -235,7 +236,17 @@ func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store
 		}
 		a = &b
 	}
-	out, err := e.runStorage(c)
+	var out string
+	err := down.get(c.Host)
+	if err != nil {
+		err = fmt.Errorf("not run: ssh %s failed earlier in this step: %w", c.Host, err)
+	} else {
+		var dialErr error
+		out, dialErr, err = e.runStorage(c)
+		if dialErr != nil && e.ctx.Err() == nil {
+			down.set(c.Host, dialErr)
+		}
+	}
 	if err != nil && e.ctx.Err() != nil {
 		return cmdInterrupted, e.ctx.Err()
 	}
@@ -248,21 +259,47 @@ func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store
 	return cmdSucceeded, nil
 }
 
-func (e *exec) runStorage(c config.StorageCommand) (string, error) {
+// runStorage runs c on its host; dialErr is set (and err too) when no
+// connection could be had.
+func (e *exec) runStorage(c config.StorageCommand) (out string, dialErr, err error) {
 	h, ok := e.r.cfg.Host(c.Host)
 	if !ok {
-		return "", fmt.Errorf("host %s not configured", c.Host)
+		return "", nil, fmt.Errorf("host %s not configured", c.Host)
 	}
-	var out string
-	dialErr, err := e.onHost(h, true, func(conn HostConn) error {
+	dialErr, err = e.onHost(h, true, func(conn HostConn) error {
 		res, err := conn.Run(e.ctx, c.Command)
 		out = res.Stdout
 		return err
 	})
 	if dialErr != nil {
-		return "", fmt.Errorf("ssh %s: %w", c.Host, dialErr)
+		return "", dialErr, fmt.Errorf("ssh %s: %w", c.Host, dialErr)
 	}
-	return out, err
+	return out, nil, err
+}
+
+// unreachableHosts remembers, for one storage step, the hosts no SSH
+// connection could be had to: their later commands fail at once instead of
+// each waiting a connect timeout (an admin host that is down would cost six
+// of them, one per Ceph flag, before any storage host is stopped). The
+// hosts step dials them afresh.
+type unreachableHosts struct {
+	mu sync.Mutex
+	m  map[string]error
+}
+
+func (u *unreachableHosts) get(host string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.m[host]
+}
+
+func (u *unreachableHosts) set(host string, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]error{}
+	}
+	u.m[host] = err
 }
 
 // onHost runs f on a connection to h: the job's pooled connection (opened

@@ -2,7 +2,9 @@ package runner_test
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +200,78 @@ func (f *fixture) simulate(r *runner.Runner) store.Job {
 	}
 	r.Kick()
 	return job
+}
+
+// An admin host that accepts TCP and never answers SSH costs the storage
+// step one connect timeout, not one per Ceph flag: its later commands fail
+// at once, naming the first failure, and the other storage hosts still
+// stop Ceph.
+func TestUnreachableAdminHostCostsOneConnectTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var dials atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			go func() { time.Sleep(10 * time.Second); c.Close() }() // no SSH banner
+		}
+	}()
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{
+			{Name: "compute-01", Role: "compute"},
+			{Name: "storage-01", Role: "storage"},
+			{Name: "storage-02", Role: "storage"},
+		}
+	})
+	for i := range f.cfg.Hosts {
+		if f.cfg.Hosts[i].Name == "storage-01" {
+			f.cfg.Hosts[i].Address = ln.Addr().String()
+			f.cfg.Hosts[i].SSH.ConnectTimeout = 500 * time.Millisecond
+		}
+	}
+	r, stop := f.start()
+	defer stop()
+	job := f.shutdown(r)
+	var dialsInStorage int64 // before the host step, which dials afresh, gets to storage-01
+	f.waitFor("storage step final", 60*time.Second, func() bool {
+		steps, _ := f.store.Steps(context.Background(), job.ID)
+		dialsInStorage = dials.Load()
+		return len(steps) >= 2 && steps[1].State.Final()
+	})
+	var cmds []store.Action
+	for _, a := range f.actions(job.ID) {
+		if a.TargetKind == "storage" {
+			cmds = append(cmds, a)
+		}
+	}
+	onAdmin := 0
+	for _, a := range cmds {
+		switch a.Target {
+		case "storage-01":
+			onAdmin++
+			if a.State != store.ActionFailed {
+				t.Errorf("%s on the unreachable admin host: %s", a.TargetID, a.State)
+			}
+		case "storage-02":
+			if a.State != store.ActionSucceeded {
+				t.Errorf("%s on storage-02: %s %q", a.TargetID, a.State, a.Error)
+			}
+		}
+	}
+	if onAdmin != len(config.CephFlags)+1 {
+		t.Errorf("%d actions on storage-01, want every flag and its ceph.target stop", onAdmin)
+	}
+	if n := dialsInStorage; n != 1 {
+		t.Errorf("%d SSH dials to the unreachable admin host during the storage step, want 1", n)
+	}
+	if !f.site.Host("storage-02").SSH.CephStopped() {
+		t.Error("storage-02 did not stop Ceph")
+	}
 }
