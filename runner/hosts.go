@@ -457,6 +457,9 @@ func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, h := range hosts {
+		if e.ctx.Err() != nil {
+			break // preempted: the checks not started are not results
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(h config.Host) {
@@ -480,6 +483,9 @@ func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 func (e *exec) checkHost(step store.Step, h config.Host) bool {
 	ok := true
 	check := func(kind, op, detail string, f func() (string, error)) {
+		if e.ctx.Err() != nil {
+			return // preempted or stopping: checks not started are not results
+		}
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: kind, Target: h.Name, Operation: op}
 		a, err := e.r.store.BeginAction(e.db(), key, detail)
 		if err != nil {
@@ -488,6 +494,11 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 			return
 		}
 		out, err := f()
+		if err != nil && e.ctx.Err() != nil {
+			// Cut short by a preemption (or the service stopping): not a
+			// finding about the host; the job's end closes the action.
+			return
+		}
 		if err != nil {
 			ok = false
 			e.fail("%s %s %s: %v", kind, h.Name, op, err)

@@ -295,3 +295,45 @@ func TestCancelledBeforeResumeClosesWhatWasOpen(t *testing.T) {
 		t.Errorf("control-01 got %d power-offs after the cancel", n)
 	}
 }
+
+// A simulation preempted by a shutdown in the middle of its host checks
+// records no finding about the hosts it had not finished: the checks cut
+// short and those never started are not failures, and nothing is left
+// running; the shutdown then takes the site down.
+func TestPreemptedSimulationRecordsNoFalseFindings(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = nil
+		for i := range 24 {
+			o.Hosts = append(o.Hosts, sitesim.HostSpec{Name: fmt.Sprintf("compute-%02d", i), Role: "compute"})
+		}
+		o.Storage = "none"
+		o.SSHLatency = time.Second // each check's command takes this long
+	})
+	r, stop := f.start()
+	defer stop()
+	sim := f.simulate(r)
+	f.waitFor("host checks started", 30*time.Second, func() bool {
+		for _, a := range f.actions(sim.ID) {
+			if a.Operation == "check-ssh" {
+				return true
+			}
+		}
+		return false
+	})
+	sd := f.shutdown(r)
+	f.waitFor("shutdown final", 60*time.Second, func() bool { return f.job(sd.ID).State.Final() })
+	if j := f.job(sim.ID); j.State != store.StateCancelled {
+		t.Fatalf("simulation %s: %s", j.State, j.Error)
+	}
+	for _, a := range f.actions(sim.ID) {
+		if a.State == store.ActionFailed {
+			t.Errorf("preempted simulation recorded %s %s on %s as failed: %s", a.TargetKind, a.Operation, a.Target, a.Error)
+		}
+		if !a.State.Final() {
+			t.Errorf("preempted simulation left %s %s on %s %s", a.TargetKind, a.Operation, a.Target, a.State)
+		}
+	}
+	if j := f.job(sd.ID); j.State != store.StateSucceeded {
+		t.Errorf("shutdown %s: %s", j.State, j.Error)
+	}
+}
