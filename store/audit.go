@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -24,28 +25,49 @@ const minAuditVersion = 2
 // and it works beside a running service (WAL readers do not block the
 // writer). Every write method of the returned Store fails inside SQLite
 // ("attempt to write a readonly database"); Close closes its one pool.
+//
+// A WAL database needs its -shm file to be read; SQLite creates it beside
+// the database when it is missing. Where that cannot be done (an auditor's
+// account that may read the database but not write its directory, or an
+// incident copy on read-only media) and no -wal file shows a writer at
+// work, the database is opened immutable instead: read as a plain file,
+// without the WAL machinery.
 func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
 	}
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
+	s, v, err := openRO(ctx, path, "mode=ro")
+	if err != nil {
+		if _, walErr := os.Stat(path + "-wal"); !errors.Is(walErr, os.ErrNotExist) {
+			return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+		}
+		if s, v, err = openRO(ctx, path, "mode=ro&immutable=1"); err != nil {
+			return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+		}
+	}
+	if v < minAuditVersion {
+		s.Close()
+		return nil, fmt.Errorf("open database %s read-only: schema version %d is older than %d: start the service or run `shutdownd migrate up` first", path, v, minAuditVersion)
+	}
+	return s, nil
+}
+
+// openRO opens path with the given SQLite URI parameters, query_only on
+// every connection, and reads its schema version.
+func openRO(ctx context.Context, path, params string) (*Store, int64, error) {
+	u := url.URL{Scheme: "file", Path: path, RawQuery: params + "&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
 	db, err := sql.Open("sqlite", u.String())
 	if err != nil {
-		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+		return nil, 0, err
 	}
 	db.SetMaxOpenConns(4)
-	s := &Store{path: path, w: db, r: db, subs: newBroadcaster(), now: time.Now}
 	var v int64
 	err = db.QueryRowContext(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&v)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open database %s read-only: read schema version: %w", path, err)
+		return nil, 0, fmt.Errorf("read schema version: %w", err)
 	}
-	if v < minAuditVersion {
-		db.Close()
-		return nil, fmt.Errorf("open database %s read-only: schema version %d is older than %d: start the service or run `shutdownd migrate up` first", path, v, minAuditVersion)
-	}
-	return s, nil
+	return &Store{path: path, w: db, r: db, subs: newBroadcaster(), now: time.Now}, v, nil
 }
 
 // JobSummary is a job with the counts the history list and `audit jobs`

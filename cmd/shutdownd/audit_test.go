@@ -8,6 +8,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -134,5 +135,65 @@ func TestAudit(t *testing.T) {
 	out, err = audit("verify")
 	if err == nil || !strings.Contains(out, "BROKEN") {
 		t.Fatalf("verify after tampering: %v\n%s", err, out)
+	}
+}
+
+// TestAuditAsAReadOnlyUser runs the real binary as an account that may read
+// the database but not write its directory (an auditor, or a copy on
+// read-only media), with the service stopped: the audit works and leaves
+// nothing beside the database. It needs root to switch users.
+func TestAuditAsAReadOnlyUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root; this test switches to an unprivileged user")
+		}
+		t.Skip("needs root to run the audit as another user")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) not found: %v", err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // t.TempDir's are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "shutdownd.db")
+	st, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.CreateShutdown(ctx, store.NewJob{TokenName: "ups", Reason: "utility power lost"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil { // the service is stopped: no -wal, no -shm
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The binary must be reachable by the unprivileged user too.
+	bin := filepath.Join(dir, "shutdownd")
+	b, err := os.ReadFile(shutdowndBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadDir(dir)
+	sum := fileSums(t, path)
+	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin, "audit", "jobs", "--database", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "utility power lost") {
+		t.Fatalf("audit jobs as an unprivileged user: %v\n%s", err, out)
+	}
+	after, _ := os.ReadDir(dir)
+	if len(after) != len(before) {
+		t.Errorf("the audit left files beside the database: %v -> %v", before, after)
+	}
+	if got := fileSums(t, path); got[path] != sum[path] {
+		t.Error("the audit changed the database file")
 	}
 }
