@@ -90,7 +90,7 @@ func (w *Web) handleLogin(rw http.ResponseWriter, r *http.Request) {
 	securityHeaders(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Cache-Control", "no-store")
 		if !sameOrigin(r) {
-			http.Error(rw, "cross-origin form refused", http.StatusForbidden)
+			w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeInvalidRequest, "cross-origin form refused: post it from this site's own page"))
 			return
 		}
 		r.Body = http.MaxBytesReader(rw, r.Body, 8<<10)
@@ -150,7 +150,7 @@ func (w *Web) checkToken(r *http.Request, secret string) (handlers.Caller, bool)
 func (w *Web) handleLogout(rw http.ResponseWriter, r *http.Request) {
 	securityHeaders(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if !sameOrigin(r) {
-			http.Error(rw, "cross-origin form refused", http.StatusForbidden)
+			w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeInvalidRequest, "cross-origin form refused: post it from this site's own page"))
 			return
 		}
 		if c, err := r.Cookie(cookieName); err == nil && c.Value != "" {

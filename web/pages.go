@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -112,11 +113,12 @@ func (w *Web) render(rw http.ResponseWriter, r *http.Request, status int, page s
 	}
 }
 
-// serverError logs err and answers a plain page that reveals nothing.
+// serverError logs err and answers the API's 500 envelope, which reveals
+// nothing of it.
 func (w *Web) serverError(rw http.ResponseWriter, r *http.Request, err error) {
 	w.log.LogAttrs(r.Context(), slog.LevelError, "history page failed",
 		slog.String("path", r.URL.Path), slog.Any("err", err))
-	http.Error(rw, "internal error", http.StatusInternalServerError)
+	w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeInternal, "internal error"))
 }
 
 func (w *Web) notFound(rw http.ResponseWriter, r *http.Request, what string) {
@@ -294,7 +296,7 @@ func (w *Web) handleJob(rw http.ResponseWriter, r *http.Request) {
 func (w *Web) handleLive(rw http.ResponseWriter, r *http.Request) {
 	live, err := w.loadLive(r)
 	if errors.Is(err, store.ErrNotFound) {
-		http.Error(rw, "not found", http.StatusNotFound)
+		w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeNotFound, "job not found"))
 		return
 	}
 	if err != nil {

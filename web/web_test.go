@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -90,9 +91,10 @@ func TestLoginLogout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("cross-origin logout: %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"code":"invalid_request"`) {
+		t.Fatalf("cross-origin logout: %d %s; want the 400 envelope", resp.StatusCode, b)
 	}
 
 	resp, err = c.Post(e.srv.URL+"/logout", "application/x-www-form-urlencoded", nil)
