@@ -228,6 +228,13 @@ func (s *Server) clientIP(r *http.Request) netip.Addr {
 	return client
 }
 
+// FromTrustedProxy reports whether r reached us from one of the configured
+// trusted proxies, whose X-Forwarded-* headers may then be believed (the
+// history pages use it for the public host and scheme behind a TLS proxy).
+func (s *Server) FromTrustedProxy(r *http.Request) bool {
+	return s.trusted(peerAddr(r.RemoteAddr))
+}
+
 func (s *Server) trusted(a netip.Addr) bool {
 	if !a.IsValid() {
 		return false

@@ -89,7 +89,7 @@ func (w *Web) handleLoginForm(rw http.ResponseWriter, r *http.Request) {
 func (w *Web) handleLogin(rw http.ResponseWriter, r *http.Request) {
 	securityHeaders(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Cache-Control", "no-store")
-		if !sameOrigin(r) {
+		if !w.sameOrigin(r) {
 			w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeInvalidRequest, "cross-origin form refused: post it from this site's own page"))
 			return
 		}
@@ -119,7 +119,7 @@ func (w *Web) handleLogin(rw http.ResponseWriter, r *http.Request) {
 			slog.String("token", caller.Token.Name), slog.String("remote", caller.RemoteAddr))
 		http.SetCookie(rw, &http.Cookie{
 			Name: cookieName, Value: id, Path: "/", MaxAge: int(w.maxAge.Seconds()),
-			HttpOnly: true, Secure: w.tls, SameSite: http.SameSiteStrictMode,
+			HttpOnly: true, Secure: w.secure(r), SameSite: http.SameSiteStrictMode,
 		})
 		http.Redirect(rw, r, next, http.StatusSeeOther)
 	})).ServeHTTP(rw, r)
@@ -149,7 +149,7 @@ func (w *Web) checkToken(r *http.Request, secret string) (handlers.Caller, bool)
 // handleLogout ends the session and clears the cookie.
 func (w *Web) handleLogout(rw http.ResponseWriter, r *http.Request) {
 	securityHeaders(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if !sameOrigin(r) {
+		if !w.sameOrigin(r) {
 			w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeInvalidRequest, "cross-origin form refused: post it from this site's own page"))
 			return
 		}
@@ -160,7 +160,7 @@ func (w *Web) handleLogout(rw http.ResponseWriter, r *http.Request) {
 			}
 		}
 		http.SetCookie(rw, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1,
-			HttpOnly: true, Secure: w.tls, SameSite: http.SameSiteStrictMode})
+			HttpOnly: true, Secure: w.secure(r), SameSite: http.SameSiteStrictMode})
 		http.Redirect(rw, r, "/login", http.StatusSeeOther)
 	})).ServeHTTP(rw, r)
 }
@@ -169,13 +169,46 @@ func (w *Web) handleLogout(rw http.ResponseWriter, r *http.Request) {
 // already keeps the session cookie off such requests; this also stops
 // login CSRF (logging a victim in under the attacker's token). Browsers
 // send Origin on every POST; a request without it (curl) is allowed.
-func sameOrigin(r *http.Request) bool {
+//
+// Behind a trusted proxy (handlers' trusted_proxies) the public host the
+// browser used arrives as X-Forwarded-Host, and r.Host may be the proxy's
+// upstream address: either is this site.
+func (w *Web) sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
 	}
 	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if u.Host == r.Host {
+		return true
+	}
+	fh := forwarded(r, "X-Forwarded-Host")
+	return fh != "" && w.api.FromTrustedProxy(r) && strings.EqualFold(u.Host, fh)
+}
+
+// secure reports whether the browser reached us over HTTPS: our own TLS, or
+// a trusted TLS proxy that says so (X-Forwarded-Proto: https). The session
+// cookie is then marked Secure.
+func (w *Web) secure(r *http.Request) bool {
+	return w.tls || (w.api.FromTrustedProxy(r) && strings.EqualFold(forwarded(r, "X-Forwarded-Proto"), "https"))
+}
+
+// forwarded returns the last value of an X-Forwarded-* header, the one our
+// trusted proxy wrote (a proxy that appends keeps what came before it, which
+// a client may have written).
+func forwarded(r *http.Request, name string) string {
+	vs := r.Header.Values(name)
+	if len(vs) == 0 {
+		return ""
+	}
+	v := vs[len(vs)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.TrimSpace(v)
 }
 
 // safeNext keeps a post-login redirect on this site: a local absolute path,

@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -318,5 +322,53 @@ func TestDeadlineShown(t *testing.T) {
 	_, body = e.get(t, c, fmt.Sprintf("/history/%d", plain.ID))
 	if strings.Contains(body, "Deadline") {
 		t.Error("a job without a deadline shows one")
+	}
+}
+
+// TestLoginBehindATLSProxy: behind a trusted proxy that forwards the public
+// host and scheme, a login posted from the public name is this site's own
+// form and gets a Secure cookie; the same headers from a peer that is not a
+// trusted proxy change nothing.
+func TestLoginBehindATLSProxy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "shutdownd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	secret, _ := store.NewTokenSecret()
+	if _, err := st.CreateToken(ctx, "viewer", store.HashToken(secret), []string{"read"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	post := func(trusted []netip.Prefix) *http.Response {
+		api := handlers.New(handlers.Options{Store: st, TrustedProxies: trusted})
+		if _, err := Mount(api.Router(), Options{Store: st, API: api}); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", strings.NewReader(url.Values{"token": {secret}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "https://shutdownd.site.example")
+		req.Header.Set("X-Forwarded-Host", "shutdownd.site.example")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := post([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login through a trusted proxy: %d", resp.StatusCode)
+	}
+	if ck := resp.Cookies(); len(ck) != 1 || !ck[0].Secure || !ck[0].HttpOnly {
+		t.Errorf("cookie through a TLS proxy: %+v; want Secure and HttpOnly", ck)
+	}
+	if resp := post(nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("forwarded headers from an untrusted peer: %d; want the cross-origin refusal", resp.StatusCode)
 	}
 }
