@@ -48,9 +48,26 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 // Authenticate resolves the request's token and checks its validity and
 // network; the scope is checked separately (RequireScope, or the cancel
 // handler whose scope depends on the job).
+//
+// A source that failed authentication too often is refused (429) before
+// its token is looked at, with one exception: POST /shutdown. The UPS may
+// share its address with a stale monitor that polls with a revoked token,
+// and its shutdown must never be refused for that, so a valid token there
+// always gets in; a wrong one still gets the 429, uncounted.
 func (s *Server) Authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.rejectLimited(w, r) {
+		if wait := s.authLimit.wait(s.clientIP(r)); wait > 0 {
+			// A limited source gets no evaluation, except for the shutdown.
+			var caller Caller
+			var err error = Errorf(CodeRateLimitReached, "limited")
+			if shutdownRequest(r) {
+				caller, err = s.authenticate(r)
+			}
+			if err != nil {
+				s.writeLimited(w, r, wait)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey, caller)))
 			return
 		}
 		caller, err := s.authenticate(r)

@@ -157,14 +157,9 @@ func (l *authLimiter) makeRoom(now time.Time) {
 	}
 }
 
-// rejectLimited answers 429 rate_limit_reached with Retry-After when the
-// request's source has spent its failure budget, and reports whether it
-// did. The token is not looked at: a limited source gets no evaluation.
-func (s *Server) rejectLimited(w http.ResponseWriter, r *http.Request) bool {
-	wait := s.authLimit.wait(s.clientIP(r))
-	if wait <= 0 {
-		return false
-	}
+// writeLimited answers 429 rate_limit_reached with Retry-After to a source
+// that has spent its failure budget for wait more.
+func (s *Server) writeLimited(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	secs := int(math.Ceil(wait.Seconds()))
 	if secs < 1 {
 		secs = 1
@@ -172,7 +167,12 @@ func (s *Server) rejectLimited(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	s.WriteError(w, r, Errorf(CodeRateLimitReached,
 		"too many failed authentications from this address; retry in %d s", secs))
-	return true
+}
+
+// shutdownRequest reports whether r asks for the shutdown: the one request
+// a limited source still gets evaluated for (see Authenticate).
+func shutdownRequest(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Path == "/shutdown"
 }
 
 // noteAuthFailure counts a failed authentication against the request's

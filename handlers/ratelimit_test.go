@@ -287,3 +287,39 @@ func TestAuthLimiterKeysAndMemory(t *testing.T) {
 		t.Error("invalid source address escapes the limit")
 	}
 }
+
+// TestLimitedSourceStillGetsItsShutdown: a UPS that shares its address
+// with a stale monitor polling with a revoked token finds the address
+// limited; its POST /shutdown with a valid token still gets in (202),
+// while everything else from the address, and a wrong token on POST
+// /shutdown, stays refused (429) and is not evaluated further.
+func TestLimitedSourceStillGetsItsShutdown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *Options) { o.AuthLimit = AuthLimit{Burst: 2, Every: time.Hour} })
+	ups := e.token("ups", []string{ScopeShutdown, ScopeRead}, nil, nil)
+	c := clientFrom(t, "127.0.0.3")
+	for range 3 { // the stale monitor
+		if code, _, err := get(c, e.srv.URL+"/shutdown/status", "sdt_revoked-long-ago"); err != nil || code == http.StatusOK {
+			t.Fatalf("stale token: %d %v", code, err)
+		}
+	}
+	if code, _, _ := get(c, e.srv.URL+"/shutdown/status", ups); code != http.StatusTooManyRequests {
+		t.Fatalf("GET from the limited address with the right token: %d, want 429", code)
+	}
+	post := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/shutdown", nil)
+		req.Header.Set("auth-token", token)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("sdt_still-wrong"); code != http.StatusTooManyRequests {
+		t.Errorf("POST /shutdown with a wrong token from the limited address: %d, want 429", code)
+	}
+	if code := post(ups); code != http.StatusAccepted {
+		t.Errorf("POST /shutdown with the UPS's token from the limited address: %d, want 202", code)
+	}
+}
