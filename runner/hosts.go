@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -553,13 +554,22 @@ func usesSudo(cmd string) bool {
 // prepareSelf records the self hosts' power-off before the job's final
 // state is written, so the record exists even though the machine running
 // us goes down right after.
+//
+// Only after the hosts step ran to its end (succeeded, or failed for some
+// hosts): a job that never got there (a store error ended it early) must not
+// take down the machine an operator needs while the site's hosts are up.
 func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
 	steps, err := e.r.store.Steps(e.db(), e.job.ID)
-	if err != nil || len(steps) == 0 {
+	if err != nil {
 		e.log.Error("read steps for self power-off", "err", err)
 		return nil
 	}
-	step := steps[len(steps)-1]
+	i := slices.IndexFunc(steps, func(s store.Step) bool { return s.Name == StepHosts })
+	if i < 0 || (steps[i].State != store.StepSucceeded && steps[i].State != store.StepFailed) {
+		e.event("error", "this machine is not powered off: the hosts step did not run to its end", "")
+		return nil
+	}
+	step := steps[i]
 	var out []store.Action
 	for _, h := range hosts {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -335,5 +336,51 @@ func TestPreemptedSimulationRecordsNoFalseFindings(t *testing.T) {
 	}
 	if j := f.job(sd.ID); j.State != store.StateSucceeded {
 		t.Errorf("shutdown %s: %s", j.State, j.Error)
+	}
+}
+
+// The self power-off is recorded before the job's final state and finished
+// only if the machine lets us; when it went down first, the next start
+// finds the action open in a final job. It closes it as not recorded, and
+// never sends the power-off again: the machine was started by hand.
+func TestSelfPowerOffLeftOpenIsClosedNotResumed(t *testing.T) {
+	f := selfSite(t, 0)
+	ctx := context.Background()
+	job, _, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.StartJob(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	step, err := f.store.EnsureStep(ctx, job.ID, 3, runner.StepHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.store.BeginAction(ctx, store.ActionKey{JobID: job.ID, StepID: step.ID, TargetKind: "host", Target: "mgmt-01", Operation: "self-poweroff"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.FinishJob(ctx, job.ID, store.StateSucceeded, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := f.start()
+	defer stop()
+	f.waitFor("self action closed", 30*time.Second, func() bool {
+		for _, x := range f.actions(job.ID) {
+			if x.ID == a.ID {
+				return x.State.Final()
+			}
+		}
+		return false
+	})
+	for _, x := range f.actions(job.ID) {
+		if x.ID == a.ID && (x.State != store.ActionSkipped || !strings.Contains(x.Detail, "outcome not recorded")) {
+			t.Errorf("self action %s %q; want skipped, outcome not recorded", x.State, x.Detail)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // room for a wrong power-off
+	if n := f.site.Host("mgmt-01").SSH.PowerCommands(); n != 0 {
+		t.Errorf("the restarted service powered this machine off again (%d commands)", n)
 	}
 }

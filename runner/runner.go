@@ -155,6 +155,13 @@ func (r *Runner) Settle(ctx context.Context) error {
 		if n > 0 {
 			r.log.Warn("failed simulations interrupted by restart", "count", n)
 		}
+		if n, err = r.store.CloseOpenActionsOfFinalJobs(ctx); err != nil {
+			err = fmt.Errorf("settle interrupted jobs: %w", err)
+			return
+		}
+		if n > 0 {
+			r.log.Warn("closed actions left open in finished jobs (a self power-off whose machine went down)", "count", n)
+		}
 	})
 	return err
 }

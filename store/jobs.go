@@ -456,6 +456,55 @@ func (s *Store) RequestCancel(ctx context.Context, id int64) (Job, error) {
 	return job, nil
 }
 
+// CloseOpenActionsOfFinalJobs settles the actions a stopped process left
+// open in jobs that were already final: above all the self power-off,
+// recorded before the job's final state and finished only if the machine
+// lets us, whose machine then went down. Their outcome was never recorded,
+// so they end skipped with why (and an event on the job), never resumed:
+// the machine was started again by hand. It returns how many it closed.
+func (s *Store) CloseOpenActionsOfFinalJobs(ctx context.Context) (int, error) {
+	const why = "outcome not recorded: the service stopped (this machine went down?) before it was written; not resumed"
+	var n int
+	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
+		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT a.job_id FROM actions a JOIN jobs j ON j.id = a.job_id
+			WHERE a.state IN ('pending', 'running') AND j.state NOT IN `+activeStates)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		ts := formatTime(now)
+		for _, id := range ids {
+			res, err := tx.ExecContext(ctx, `UPDATE actions SET state = 'skipped', detail = ?, finished_at = ?, updated_at = ?
+				WHERE job_id = ? AND state IN ('pending', 'running')`, why, ts, ts, id)
+			if err != nil {
+				return fmt.Errorf("close actions of job %d: %w", id, err)
+			}
+			k, _ := res.RowsAffected()
+			n += int(k)
+			if err := addEvent(ctx, tx, id, now, "warn", fmt.Sprintf("%d actions left open at the last stop closed", k), why); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("close open actions of final jobs: %w", err)
+	}
+	return n, nil
+}
+
 // FailInterruptedSimulations marks simulations that were active when the
 // service stopped as failed "interrupted by restart", with their running
 // steps and actions, since nobody will finish them; an interrupted shutdown is
