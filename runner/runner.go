@@ -424,22 +424,22 @@ func (r *Runner) refuseWhileSelfDown(ctx context.Context, job store.Job) {
 	r.log.Warn("job refused: this machine is powering off", "job_id", job.ID)
 }
 
-// SelfDrainWait bounds how long the self power-off waits for observers'
+// selfDrainWait bounds how long the self power-off waits for observers'
 // deliveries (webhooks): every other host is already off by then, and one
 // webhook attempt times out after 10 s.
-const SelfDrainWait = 10 * time.Second
+const selfDrainWait = 10 * time.Second
 
-// drainObservers gives a Drainer observer SelfDrainWait to deliver what it
+// drainObservers gives a Drainer observer selfDrainWait to deliver what it
 // holds before this machine goes down, and records what it left undone.
 func (e *exec) drainObservers() {
 	d, ok := e.r.obs.(Drainer)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(e.db(), SelfDrainWait)
+	ctx, cancel := context.WithTimeout(e.db(), selfDrainWait)
 	defer cancel()
 	if n := d.Drain(ctx); n > 0 {
-		e.event("warn", fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, SelfDrainWait))
+		e.event("warn", fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, selfDrainWait))
 	}
 }
 
