@@ -384,3 +384,32 @@ func TestSelfPowerOffLeftOpenIsClosedNotResumed(t *testing.T) {
 		t.Errorf("the restarted service powered this machine off again (%d commands)", n)
 	}
 }
+
+// A VM deleted while the service was down, after its os-stop was sent, is
+// no longer listed when the job resumes: its action is closed as deleted
+// (it is off), not left running in a finished job.
+func TestVMDeletedWhileTheServiceWasDownIsClosedOnResume(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.VMs = []sitesim.VM{
+			{ID: "vm-ok", Name: "ok", Project: "a", Status: "ACTIVE", StopDelay: 50 * time.Millisecond},
+			{ID: "vm-slow", Name: "slow", Project: "a", Status: "ACTIVE", StopDelay: time.Hour},
+		}
+		o.StopTimeout = time.Minute
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}
+		o.Storage = "none"
+	})
+	r, stop := f.start()
+	job := f.shutdown(r)
+	f.waitFor("both os-stops sent", 30*time.Second, func() bool { return f.site.Nova.StopRequestsFor("vm-slow") == 1 })
+	stop()
+	f.site.Nova.Delete("vm-slow")
+	f.resumeToSuccess(job.ID)
+	for _, a := range f.actions(job.ID) {
+		if a.TargetID == "vm-slow" && (a.State != store.ActionSucceeded || !strings.Contains(a.Detail, "no longer listed")) {
+			t.Errorf("deleted VM's action %s %q; want succeeded, no longer listed", a.State, a.Detail)
+		}
+		if !a.State.Final() {
+			t.Errorf("action %s %s on %s left %s", a.TargetKind, a.Operation, a.Target, a.State)
+		}
+	}
+}

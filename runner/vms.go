@@ -291,6 +291,9 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		// Some stops are out: keep polling those, fail the job.
 		e.fail("record vm actions: %v", recordErr)
 	}
+	if listErr == nil && !rec.stoppedListing.Load() {
+		e.closeUnlisted(prior, rec.seen)
+	}
 	if listErr != nil {
 		e.fail("openstack: %v", listErr)
 		if len(pending) == 0 {
@@ -416,6 +419,25 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		return store.StepFailed, detail, listErr
 	}
 	return state, detail, err
+}
+
+// closeUnlisted finishes the os-stop rows a run before a restart left open
+// for servers the complete listing no longer shows: deleted while the
+// service was down, they are off. Without this their rows would stay
+// running in a finished job.
+func (e *exec) closeUnlisted(prior []store.Action, seen map[string]bool) {
+	var results []store.ActionResult
+	for _, a := range prior {
+		if a.TargetKind == "vm" && !a.State.Final() && !seen[a.TargetID] {
+			results = append(results, store.ActionResult{ID: a.ID, State: store.ActionSucceeded, Detail: "server no longer listed (deleted)"})
+		}
+	}
+	if len(results) == 0 {
+		return
+	}
+	if err := e.r.store.FinishActions(e.db(), results); err != nil {
+		e.log.Error("finish unlisted vm actions", "err", err)
+	}
 }
 
 func (e *exec) vmStepResult(step store.Step, plan vmPlan) (store.StepState, string, error) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -378,6 +379,23 @@ func (n *Nova) SetStatus(id, status string) {
 	vm.Status = strings.ToUpper(status)
 	vm.taskState = ""
 	vm.updated = time.Now().UTC()
+}
+
+// Delete removes a server, as a user deleting it would: it is no longer
+// listed, and os-stop answers 404.
+func (n *Nova) Delete(id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	vm, ok := n.byID[id]
+	if !ok {
+		return
+	}
+	if vm.timer != nil {
+		vm.timer.Stop()
+	}
+	vm.gen++
+	delete(n.byID, id)
+	n.vms = slices.DeleteFunc(n.vms, func(v *novaVM) bool { return v == vm })
 }
 
 // SetTask starts a task of Nova's own on a server (task_state, e.g.
