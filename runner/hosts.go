@@ -52,6 +52,27 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		if a.TargetKind == "host" && a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded {
 			hp.sent = true
 		}
+		if a.TargetKind == "bmc" && strings.HasPrefix(a.Operation, "bmc-confirm") && a.State == store.ActionSucceeded {
+			hp.confirmedOff = true
+		}
+		if a.TargetKind == "host" && a.Operation == "power-off" && !a.State.Final() {
+			hp.open = a.ID
+		}
+	}
+	// A host the BMC confirmed Off before a restart, whose own record the
+	// stopped process did not get to write, is off: it is finished here,
+	// not tried again (its BMC may not answer now).
+	var confirmed []store.ActionResult
+	for name, hp := range before {
+		if _, done := finished[name]; !done && hp.confirmedOff && hp.open != 0 {
+			confirmed = append(confirmed, store.ActionResult{ID: hp.open, State: store.ActionSucceeded, Detail: "Off (confirmed by the BMC before the restart)"})
+			finished[name] = store.Action{ID: hp.open}
+		}
+	}
+	if len(confirmed) > 0 {
+		if err := e.r.store.FinishActions(e.db(), confirmed); err != nil {
+			return store.StepFailed, "", fmt.Errorf("record hosts confirmed off before the restart: %w", err)
+		}
 	}
 	total := 0
 	for _, g := range groups {
@@ -155,6 +176,10 @@ type hostPrior struct {
 	touched bool
 	// sent: the SSH power-off was delivered; it is not sent again.
 	sent bool
+	// confirmedOff: a BMC confirmation saw it Off; open is its power-off
+	// action when that was left unfinished.
+	confirmedOff bool
+	open         int64
 }
 
 func groupLabel(g []config.Host) string {

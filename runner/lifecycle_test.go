@@ -413,3 +413,59 @@ func TestVMDeletedWhileTheServiceWasDownIsClosedOnResume(t *testing.T) {
 		}
 	}
 }
+
+// A host whose BMC confirmed it Off just before the service stopped, whose
+// own record was not yet written, is finished on resume as confirmed off,
+// even with its BMC unreachable now, and is sent nothing again.
+func TestHostConfirmedOffBeforeARestartIsNotTriedAgain(t *testing.T) {
+	f := newFixture(t, func(o *sitesim.Options) {
+		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute", BMCDown: true, SSHDown: true}}
+		o.Storage = "none"
+	})
+	ctx := context.Background()
+	job, _, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.StartJob(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range []string{runner.StepOpenStack, runner.StepStorage} {
+		st, err := f.store.EnsureStep(ctx, job.ID, i+1, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.FinishStep(ctx, st.ID, store.StepSucceeded, "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hosts, err := f.store.EnsureStep(ctx, job.ID, 3, runner.StepHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.StartStep(ctx, hosts.ID); err != nil {
+		t.Fatal(err)
+	}
+	key := store.ActionKey{JobID: job.ID, StepID: hosts.ID, TargetKind: "host", Target: "compute-01", Operation: "power-off"}
+	hostRow, err := f.store.BeginAction(ctx, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key.TargetKind, key.Operation = "bmc", "bmc-confirm-off"
+	confirm, err := f.store.BeginAction(ctx, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.FinishAction(ctx, confirm.ID, store.ActionSucceeded, "Off", ""); err != nil {
+		t.Fatal(err)
+	}
+	f.resumeToSuccess(job.ID)
+	for _, a := range f.actions(job.ID) {
+		if a.ID == hostRow.ID && (a.State != store.ActionSucceeded || !strings.Contains(a.Detail, "confirmed by the BMC before the restart")) {
+			t.Errorf("host row %s %q %q; want succeeded, confirmed before the restart", a.State, a.Detail, a.Error)
+		}
+	}
+	if n := f.site.Host("compute-01").SSH.PowerCommands(); n != 0 {
+		t.Errorf("compute-01 sent %d power-offs again", n)
+	}
+}
