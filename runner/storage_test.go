@@ -203,7 +203,8 @@ func (f *fixture) simulate(r *runner.Runner) store.Job {
 }
 
 // An admin host that accepts TCP and never answers SSH costs the storage
-// step one connect timeout, not one per Ceph flag: its later commands fail
+// step one connect timeout (two if the warm-up had tried it already), not
+// one per Ceph flag: its later commands fail
 // at once, naming the first failure, and the other storage hosts still
 // stop Ceph.
 func TestUnreachableAdminHostCostsOneConnectTimeout(t *testing.T) {
@@ -268,8 +269,11 @@ func TestUnreachableAdminHostCostsOneConnectTimeout(t *testing.T) {
 	if onAdmin != len(config.CephFlags)+1 {
 		t.Errorf("%d actions on storage-01, want every flag and its ceph.target stop", onAdmin)
 	}
-	if n := dialsInStorage; n != 1 {
-		t.Errorf("%d SSH dials to the unreachable admin host during the storage step, want 1", n)
+	// One dial for the step; two when the connection warm-up had already
+	// tried (and failed) during the VM step, since a failed warm dial is
+	// tried again once. Never one per command.
+	if n := dialsInStorage; n < 1 || n > 2 {
+		t.Errorf("%d SSH dials to the unreachable admin host by the end of the storage step, want 1 or 2", n)
 	}
 	if !f.site.Host("storage-02").SSH.CephStopped() {
 		t.Error("storage-02 did not stop Ceph")

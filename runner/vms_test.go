@@ -440,11 +440,18 @@ func TestVMBusyWithAnotherTaskIsAskedAgainOrSkipped(t *testing.T) {
 		o.Storage = "none"
 		o.StopTimeout = time.Minute
 	})
-	f.site.Nova.SetTask("vm-rebooting", "rebooting", 400*time.Millisecond, "ACTIVE")
-	f.site.Nova.SetTask("vm-pausing", "pausing", 400*time.Millisecond, "PAUSED")
+	// The tasks last until the runner's os-stop has met them (409), however
+	// slow the machine; then they end, one leaving its VM on, one PAUSED.
+	f.site.Nova.SetTask("vm-rebooting", "rebooting", time.Hour, "ACTIVE")
+	f.site.Nova.SetTask("vm-pausing", "pausing", time.Hour, "PAUSED")
 	r, stop := f.start()
 	defer stop()
 	job := f.shutdown(r)
+	f.waitFor("os-stops refused", 30*time.Second, func() bool {
+		return f.site.Nova.StopRequestsFor("vm-rebooting") == 1 && f.site.Nova.StopRequestsFor("vm-pausing") == 1
+	})
+	f.site.Nova.SetTask("vm-rebooting", "", 0, "ACTIVE")
+	f.site.Nova.SetTask("vm-pausing", "", 0, "PAUSED")
 	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	if j := f.job(job.ID); j.State != store.StateSucceeded {
 		t.Fatalf("job %s: %s", j.State, j.Error)

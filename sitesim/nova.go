@@ -401,7 +401,7 @@ func (n *Nova) Delete(id string) {
 // SetTask starts a task of Nova's own on a server (task_state, e.g.
 // "pausing" or "rebooting"), as another user or Nova itself would: os-stop
 // answers 409 while it runs. After d the task ends and the server's status
-// becomes then.
+// becomes then. SetTask(id, "", 0, status) ends a task at once.
 func (n *Nova) SetTask(id, task string, d time.Duration, then string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
