@@ -466,22 +466,9 @@ func (s *Store) CloseOpenActionsOfFinalJobs(ctx context.Context) (int, error) {
 	const why = "outcome not recorded: the service stopped (this machine went down?) before it was written; not resumed"
 	var n int
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT a.job_id FROM actions a JOIN jobs j ON j.id = a.job_id
+		ids, err := queryIDs(ctx, tx, `SELECT DISTINCT a.job_id FROM actions a JOIN jobs j ON j.id = a.job_id
 			WHERE a.state IN ('pending', 'running') AND j.state NOT IN `+activeStates)
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		ts := formatTime(now)
@@ -505,6 +492,24 @@ func (s *Store) CloseOpenActionsOfFinalJobs(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// queryIDs returns the single integer column of a query's rows.
+func queryIDs(ctx context.Context, q querier, query string, args ...any) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 // FailInterruptedSimulations marks simulations that were active when the
 // service stopped as failed "interrupted by restart", with their running
 // steps and actions, since nobody will finish them; an interrupted shutdown is
@@ -513,21 +518,8 @@ func (s *Store) FailInterruptedSimulations(ctx context.Context) (int, error) {
 	const msg = "interrupted by restart"
 	var n int
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM jobs WHERE kind = 'simulation' AND state IN `+activeStates)
+		ids, err := queryIDs(ctx, tx, `SELECT id FROM jobs WHERE kind = 'simulation' AND state IN `+activeStates)
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		ts := formatTime(now)
