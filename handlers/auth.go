@@ -58,11 +58,11 @@ func (s *Server) Authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wait := s.authLimit.wait(s.clientIP(r)); wait > 0 {
 			// A limited source gets no evaluation, except for the shutdown.
-			var caller Caller
-			var err error = Errorf(CodeRateLimitReached, "limited")
-			if shutdownRequest(r) {
-				caller, err = s.authenticate(r)
+			if !shutdownRequest(r) {
+				s.writeLimited(w, r, wait)
+				return
 			}
+			caller, err := s.authenticate(r)
 			if err != nil {
 				s.writeLimited(w, r, wait)
 				return
