@@ -338,18 +338,23 @@ func (h *SSHHost) exec(c net.Conn, user string, ch ssh.Channel, line string, don
 		}
 	}
 	r := h.emulate(line)
-	if r.powerOff && !h.opts.IgnorePowerOff {
+	goingDown := r.powerOff && !h.opts.IgnorePowerOff
+	if goingDown && !h.opts.ExitOnPowerOff {
+		// The host goes down under the client: no exit status.
 		h.opts.Machine.PowerOffAfter(h.opts.PowerOffDelay, "ssh")
-		if !h.opts.ExitOnPowerOff {
-			// The host goes down under the client: no exit status.
-			c.Close()
-			return
-		}
+		c.Close()
+		return
 	}
 	io.WriteString(ch, r.stdout)
 	io.WriteString(ch.Stderr(), r.stderr)
 	ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(r.exit)}))
 	ch.Close()
+	if goingDown {
+		// A clean exit first, then the machine goes down: scheduled after
+		// the exit status is out, or a zero delay could close the
+		// connection under it.
+		h.opts.Machine.PowerOffAfter(h.opts.PowerOffDelay, "ssh")
+	}
 }
 
 type sshReply struct {
