@@ -55,6 +55,7 @@ hosts:
 		{"storage none with admin_host", base + "storage:\n  type: none\n  admin_host: c1\n", 6, "storage.admin_host: not used with type none"},
 		{"storage ceph with commands", base + "storage:\n  type: ceph\n  admin_host: c1\n  hosts: [c1]\n  commands: []\n", 8, "storage.commands: not used with type ceph"},
 		{"storage command unknown host", base + "storage:\n  type: commands\n  commands:\n    - {host: x, command: stop}\n", 7, `storage.commands[0].host: "x" is not a host of the hosts list`},
+		{"broken second document", base + "---\n: : [\n", 4, "invalid YAML after the first document"},
 		{"storage command twice on one host", base + "storage:\n  type: commands\n  commands:\n    - {host: c1, command: sync}\n    - {host: c1, command: sync}\n", 8, "storage.commands[1]: the same command on the same host as storage.commands[0]; each runs once"},
 		{"storage command without command", base + "storage:\n  type: commands\n  commands:\n    - {host: c1}\n", 7, "storage.commands[0].command: required"},
 		{"host_order unknown host", base + "  - {name: c2, role: compute, address: 10.0.0.2}\nhost_order:\n  - [c1]\n  - [c2, c3]\n", 7, `host_order[1][1]: "c3" is not a host of the hosts list`},

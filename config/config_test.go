@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -164,15 +166,35 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// An omitted openstack section means no OpenStack; an empty one names its
+// cloud through OS_CLOUD, or is an error with its line: it never silently
+// skips the VM step (hosts would go down under running VMs).
 func TestOpenStackOmittedOrEmpty(t *testing.T) {
 	dir := site(t)
-	for _, extra := range []string{"", "openstack:\n", "openstack: {}\n"} {
-		c, err := parseIn(t, dir, base+extra)
-		if err != nil {
-			t.Fatalf("%q: %v", extra, err)
+	t.Setenv("OS_CLOUD", "")
+	c, err := parseIn(t, dir, base)
+	if err != nil || c.OpenStack.Cloud != "" {
+		t.Fatalf("omitted: %v, Cloud %q; want no OpenStack", err, c.OpenStack.Cloud)
+	}
+	for _, extra := range []string{"openstack:\n", "openstack: {}\n"} {
+		_, err := parseIn(t, dir, base+extra)
+		var fe *FieldError
+		if !errors.As(err, &fe) || !strings.Contains(fe.Reason, "or set OS_CLOUD") {
+			t.Errorf("%q without OS_CLOUD: %v; want the line and the reason", extra, err)
 		}
-		if c.OpenStack.Cloud != "" {
-			t.Errorf("%q: Cloud = %q, want empty (no OpenStack)", extra, c.OpenStack.Cloud)
+	}
+	t.Setenv("OS_CLOUD", "edge")
+	for _, extra := range []string{"openstack:\n", "openstack: {}\n"} {
+		c, err := parseIn(t, dir, base+extra)
+		if err != nil || c.OpenStack.Cloud != "edge" {
+			t.Errorf("%q with OS_CLOUD=edge: %v, Cloud %q", extra, err, c.OpenStack.Cloud)
+		}
+	}
+	for _, extra := range []string{"storage:\n", "storage: {}\n"} {
+		_, err := parseIn(t, dir, base+extra)
+		var fe *FieldError
+		if !errors.As(err, &fe) || !strings.Contains(fe.Reason, "required when the storage section is set") {
+			t.Errorf("%q: %v; want storage.type required", extra, err)
 		}
 	}
 }

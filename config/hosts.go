@@ -137,8 +137,8 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 		return
 	}
 	m := d.mapping(se.val, "storage", "type", "admin_host", "hosts", "commands", "health_command")
-	if len(m) == 0 {
-		return
+	if m == nil {
+		return // not a mapping: reported
 	}
 	s := &c.Storage
 	te, ok := m["type"]

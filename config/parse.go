@@ -76,8 +76,18 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, &FieldError{File: name, Line: 1, Reason: "invalid YAML: " + err.Error()}
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	switch err := dec.Decode(&extra); {
+	case err == nil:
 		return nil, &FieldError{File: name, Line: extra.Line, Reason: "more than one YAML document; put everything in one"}
+	case !errors.Is(err, io.EOF):
+		// A second document that does not even parse is still a second
+		// document, and a broken file.
+		line, reason := 1, err.Error()
+		if m := yamlLine.FindStringSubmatch(reason); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			reason = m[2]
+		}
+		return nil, &FieldError{File: name, Line: line, Reason: "invalid YAML after the first document: " + reason}
 	}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
@@ -198,9 +208,12 @@ func (d *decoder) tls(te entry, c *Config) {
 func (d *decoder) openstack(e entry, c *Config) {
 	m := d.mapping(e.val, "openstack", "cloud", "clouds_file", "concurrency", "stop_timeout",
 		"poll_interval", "request_timeout", "exclude")
-	if len(m) == 0 {
-		return // omitted or empty: no OpenStack on this site
+	if m == nil {
+		return // not a mapping: reported
 	}
+	// An empty section is not "no OpenStack": it names the cloud through
+	// OS_CLOUD or is an error. Silently skipping the VM step would power
+	// hosts off under running VMs.
 	o := &c.OpenStack
 	if ce, ok := m["cloud"]; ok {
 		if s, ok := d.nonEmpty(ce.val, "openstack.cloud"); ok {
