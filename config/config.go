@@ -32,8 +32,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole validated configuration, with every default applied
@@ -278,4 +282,30 @@ func (c *Config) Host(name string) (Host, bool) {
 		return Host{}, false
 	}
 	return c.Hosts[i], true
+}
+
+// DatabaseOf returns the database a configuration file names (the default
+// when it names none), resolved as Load resolves it, reading nothing else.
+// The store commands (token, migrate, audit) need only that, and must work
+// from an operator's shell, which has none of the secrets' environment
+// variables the service's unit sets.
+func DatabaseOf(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read config: %w", err)
+	}
+	var doc struct {
+		Database string `yaml:"database"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return "", fmt.Errorf("%s: invalid YAML: %w", path, err)
+	}
+	db := strings.TrimSpace(doc.Database)
+	switch {
+	case db == "":
+		return DefaultDatabase, nil
+	case filepath.IsAbs(db):
+		return db, nil
+	}
+	return filepath.Join(filepath.Dir(path), db), nil
 }

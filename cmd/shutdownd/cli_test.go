@@ -77,6 +77,8 @@ func TestCLIRejectsBadArguments(t *testing.T) {
 		{"token", "create", "--database", db, "--name", "x", "--scopes", "read,admin"},
 		{"token", "create", "--database", db, "--name", "x"},
 		{"token", "create", "--database", db, "--name", "x", "--scopes", "read", "--expires", "soon"},
+		{"token", "create", "--database", db, "--name", "x", "--scopes", "read", "--expires", "200000d"}, // overflowed into the past
+		{"token", "create", "--database", db, "--name", "x", "--scopes", "read", "--expires", "100000h"},
 		{"token", "create", "--database", db, "--name", "x", "--scopes", "read", "--allow-cidr", "10.0.0.300/8"},
 		{"token", "create", "--name", "x", "--scopes", "read"},
 		{"frobnicate"},
@@ -149,5 +151,34 @@ func TestCLIMigrateShowsAppliedMigrations(t *testing.T) {
 	out, _, err = runCLI("migrate", "status", "--database", db)
 	if err != nil || strings.Contains(out, "pending") {
 		t.Fatalf("migrate status = %q %v", out, err)
+	}
+}
+
+// TestTokenLandsWhereServeLooks: with SHUTDOWND_CONFIG and
+// SHUTDOWND_DATABASE both in the environment (an environment file shared
+// with the service), `token create` writes to the configuration's database,
+// the one serve reads; and it needs none of the secrets' variables, which
+// only the service's unit sets.
+func TestTokenLandsWhereServeLooks(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "shutdownd.yaml")
+	if err := os.WriteFile(cfg, []byte("database: cfg.db\nbmc: {password_env: SHUTDOWND_TEST_NOT_SET}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SHUTDOWND_CONFIG", cfg)
+	t.Setenv("SHUTDOWND_DATABASE", filepath.Join(dir, "other.db"))
+	if _, errOut, err := runCLI("token", "create", "--name", "ups", "--scopes", "shutdown"); err != nil {
+		t.Fatalf("token create: %v\n%s", err, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other.db")); err == nil {
+		t.Error("the token went to SHUTDOWND_DATABASE, which serve does not read when a config is set")
+	}
+	st, err := store.Open(context.Background(), filepath.Join(dir, "cfg.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if toks, _ := st.ListTokens(context.Background()); len(toks) != 1 || toks[0].Name != "ups" {
+		t.Errorf("tokens in the configuration's database: %+v", toks)
 	}
 }

@@ -40,16 +40,23 @@ func databaseFlags(fs *flag.FlagSet) func() (string, error) {
 	return func() (string, error) {
 		// Flags win over the environment as a pair, so an explicit --config
 		// is never overridden by a SHUTDOWND_DATABASE left in the shell.
+		// From the environment, a configuration wins over a database: it
+		// is what serve reads, and tokens must land where serve looks.
 		if *dbPath == "" && *cfgPath == "" {
 			*dbPath, *cfgPath = envStore()
+			if *cfgPath != "" {
+				*dbPath = ""
+			}
 		}
 		path := *dbPath
 		if path == "" && *cfgPath != "" {
-			cfg, err := config.Load(*cfgPath)
+			// Only its database: the rest (secrets from the service's
+			// environment above all) is the service's to check.
+			db, err := config.DatabaseOf(*cfgPath)
 			if err != nil {
 				return "", err
 			}
-			path = cfg.Database
+			path = db
 		}
 		if path == "" {
 			return "", usageError{fs.Name() + ": --config or --database is required (or SHUTDOWND_CONFIG / SHUTDOWND_DATABASE)"}
@@ -79,18 +86,29 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return usageError{fmt.Sprintf("token: unknown subcommand %q", args[0])}
 }
 
-// parseExpiry accepts Go durations and whole days ("90d").
+// maxExpiryDays bounds --expires: ten years is longer than any token should
+// live, and far inside what a time.Duration holds (a larger count of days
+// overflowed into an expiry in the past).
+const maxExpiryDays = 3650
+
+// parseExpiry accepts Go durations and whole days ("90d"), up to ten years.
 func parseExpiry(s string) (time.Duration, error) {
 	if d, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(d)
 		if err != nil || n <= 0 {
 			return 0, fmt.Errorf("invalid --expires %q: want e.g. 90d or 12h", s)
 		}
+		if n > maxExpiryDays {
+			return 0, fmt.Errorf("invalid --expires %q: at most %dd (ten years)", s, maxExpiryDays)
+		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil || v <= 0 {
 		return 0, fmt.Errorf("invalid --expires %q: want e.g. 90d or 12h", s)
+	}
+	if v > maxExpiryDays*24*time.Hour {
+		return 0, fmt.Errorf("invalid --expires %q: at most %dd (ten years)", s, maxExpiryDays)
 	}
 	return v, nil
 }
