@@ -262,13 +262,25 @@ func (b *RedfishBMC) routes() http.Handler {
 	return b.delay(mux)
 }
 
+// SetLatency changes the delay before every response from now on (a BMC
+// that turns slow after the session was opened).
+func (b *RedfishBMC) SetLatency(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opts.Latency = d
+}
+
 // delay applies the configured latency before every response.
 func (b *RedfishBMC) delay(next http.Handler) http.Handler {
-	if b.opts.Latency <= 0 {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t := time.NewTimer(b.opts.Latency)
+		b.mu.Lock()
+		d := b.opts.Latency
+		b.mu.Unlock()
+		if d <= 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-t.C:

@@ -22,7 +22,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -68,14 +67,52 @@ type Client struct {
 	secret               string // only used to scrub errors
 	timeout              time.Duration
 
-	mu sync.Mutex // bmclib clients keep per-call metadata; serialise calls
-	cl *bmclib.Client
+	// busy serialises calls (bmclib clients keep per-call metadata): a
+	// one-slot semaphore rather than a mutex, so a caller can stop waiting
+	// for a call it gave up on (see call).
+	busy chan struct{}
+	cl   *bmclib.Client
+}
+
+// errClosed is the error of a call on a closed client.
+var errClosed = errors.New("client closed")
+
+// call runs f on the client, one call at a time, under the client's timeout,
+// and returns when f does or ctx ends, whichever comes first. bmclib's
+// gofish provider does not look at ctx (gofish uses context.Background),
+// so a slow BMC would otherwise hold the runner for several HTTP timeouts,
+// past host_off and past a service stop. A call given up on keeps the
+// client until it ends; the next call waits for it within its own ctx.
+func (c *Client) call(ctx context.Context, f func(ctx context.Context, cl *bmclib.Client) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	select {
+	case c.busy <- struct{}{}:
+	case <-ctx.Done():
+		cancel()
+		return ctx.Err()
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		defer func() { <-c.busy }()
+		if c.cl == nil {
+			done <- errClosed
+			return
+		}
+		done <- f(ctx, c.cl)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Open connects to the BMC described by t and checks that exactly one
 // provider is active. Errors name the BMC and protocol, never the password.
 func Open(ctx context.Context, t Target) (*Client, error) {
-	c := &Client{name: t.Name, protocol: t.Protocol, secret: t.Password, timeout: t.Timeout}
+	c := &Client{name: t.Name, protocol: t.Protocol, secret: t.Password, timeout: t.Timeout, busy: make(chan struct{}, 1)}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -186,16 +223,11 @@ func secureTLS(t Target) (bmclib.Option, error) {
 // Close ends the session (a Redfish logout); it runs even when ctx is done,
 // because BMCs have few session slots.
 func (c *Client) Close(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cl == nil {
-		return nil
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-	defer cancel()
-	err := c.cl.Close(cctx)
-	c.cl = nil
-	if err != nil {
+	err := c.call(context.WithoutCancel(ctx), func(ctx context.Context, cl *bmclib.Client) error {
+		c.cl = nil
+		return cl.Close(ctx)
+	})
+	if err != nil && !errors.Is(err, errClosed) {
 		return c.wrap("close", err)
 	}
 	return nil

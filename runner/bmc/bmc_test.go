@@ -315,3 +315,26 @@ func TestErrorScrubsSecret(t *testing.T) {
 		t.Fatal("wrapped error lost its cause")
 	}
 }
+
+// TestRedfishCallEndsWithItsContext: a BMC that turns slow after the session
+// was opened holds a call only as long as the caller's context allows
+// (gofish itself ignores it), and the next call still works once the BMC
+// answers again.
+func TestRedfishCallEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	b, _, tg := startBMC(t, sitesim.RedfishOptions{})
+	c := open(t, tg)
+	b.SetLatency(3 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if ps, err := c.PowerState(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("power read on a slow BMC with a 300ms context: %s, %v; want the context's deadline", ps, err)
+	}
+	if err := c.HardOff(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hard off with an expired context: %v; want the context's deadline", err)
+	}
+	b.SetLatency(0)
+	if ps, err := c.PowerState(context.Background()); err != nil || ps != On {
+		t.Fatalf("power read once the BMC answers again: %s, %v", ps, err)
+	}
+}

@@ -119,3 +119,19 @@ func TestIPMIPowerThroughIpmitool(t *testing.T) {
 		t.Fatalf("wrong-password error: %s", msg)
 	}
 }
+
+// TestIPMISoftOffIsAnErrorWhenTheBMCStopsAnswering: bmclib's ipmitool soft
+// off answers "done" without sending anything when its own power read
+// fails; ours reads first and reports the failure, so the runner goes on
+// to the hard off instead of waiting out bmc_soft_off for nothing.
+func TestIPMISoftOffIsAnErrorWhenTheBMCStopsAnswering(t *testing.T) {
+	t.Parallel()
+	s := startIPMISim(t, "admin", "ipmi-secret")
+	c := openIPMI(t, s, "admin", "ipmi-secret")
+	s.Close() // the BMC stops answering
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.SoftOff(ctx); err == nil {
+		t.Fatal("soft off through a BMC that no longer answers reported success")
+	}
+}

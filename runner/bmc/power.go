@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	bmclib "github.com/bmc-toolbox/bmclib/v2"
 )
 
 // PowerState is a host's power state, the same words whatever the protocol
@@ -25,14 +27,11 @@ var ErrUnexpectedState = errors.New("unexpected power state")
 
 // PowerState reads the host's power state.
 func (c *Client) PowerState(ctx context.Context) (PowerState, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cl == nil {
-		return Unknown, c.wrap("read power state", errors.New("client closed"))
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	raw, err := c.cl.GetPowerState(ctx)
+	var raw string
+	err := c.call(ctx, func(ctx context.Context, cl *bmclib.Client) (err error) {
+		raw, err = cl.GetPowerState(ctx)
+		return err
+	})
 	if err != nil {
 		return Unknown, c.wrap("read power state", err)
 	}
@@ -70,27 +69,39 @@ func (c *Client) HardOff(ctx context.Context) error {
 }
 
 func (c *Client) setPower(ctx context.Context, state, op string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cl == nil {
-		return c.wrap(op, errors.New("client closed"))
+	if state == "soft" && c.protocol == ProtocolIPMI {
+		// bmclib's ipmitool soft off reads the power state first and, when
+		// that read fails, answers "done" without sending anything. Read
+		// it here, where a failure is an error: the runner then goes on to
+		// the hard off instead of waiting out bmc_soft_off for nothing.
+		ps, err := c.PowerState(ctx)
+		if err != nil {
+			return c.wrap(op, fmt.Errorf("power state before the soft off: %w", err))
+		}
+		if ps == Off {
+			return nil
+		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	ok, err := c.cl.SetPowerState(ctx, state)
-	if err == nil && ok {
-		return nil
+	err := c.call(ctx, func(ctx context.Context, cl *bmclib.Client) error {
+		ok, err := cl.SetPowerState(ctx, state)
+		if err == nil && ok {
+			return nil
+		}
+		// bmclib's gofish provider answers (false, nil) after it has POSTed
+		// GracefulShutdown (the host is not off yet), which bmclib turns
+		// into "failed to set power state". The request was accepted when
+		// our one provider was attempted and reported no error of its own.
+		md := cl.GetMetadata()
+		if err != nil && len(md.ProvidersAttempted) == 1 && len(md.FailedProviderDetail) == 0 && state == "soft" {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("bmc did not confirm the request")
+		}
+		return err
+	})
+	if err != nil {
+		return c.wrap(op, err)
 	}
-	// bmclib's gofish provider answers (false, nil) after it has POSTed
-	// GracefulShutdown (the host is not off yet), which bmclib turns into
-	// "failed to set power state". The request was accepted when our one
-	// provider was attempted and reported no error of its own.
-	md := c.cl.GetMetadata()
-	if err != nil && len(md.ProvidersAttempted) == 1 && len(md.FailedProviderDetail) == 0 && state == "soft" {
-		return nil
-	}
-	if err == nil {
-		err = errors.New("bmc did not confirm the request")
-	}
-	return c.wrap(op, err)
+	return nil
 }
