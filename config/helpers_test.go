@@ -1,9 +1,19 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Secret values used by the tests; no output may ever contain them.
@@ -24,8 +34,8 @@ func site(t *testing.T) string {
 		name, content string
 		mode          os.FileMode
 	}{
-		{"id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a real key\n", 0o600},
-		{"known_hosts", "10.0.0.11 ssh-ed25519 AAAA\n", 0o644},
+		{"id_ed25519", fixtureKey, 0o600},
+		{"known_hosts", "10.0.0.11 " + fixtureHostKey + "\n", 0o644},
 		{"bmc-password", testPassword + "\n", 0o600},
 		{"long-password", testLongPass + "\n", 0o600},
 		{"open-password", "visible\n", 0o644},
@@ -33,8 +43,11 @@ func site(t *testing.T) string {
 		{"empty-password", "\n", 0o600},
 		{"clouds.yaml", "clouds: {edge: {}}\n", 0o600},
 		{"ca.pem", "cert\n", 0o644},
-		{"tls.crt", "cert\n", 0o644},
-		{"tls.key", "key\n", 0o600},
+		{"tls.crt", fixtureCert, 0o644},
+		{"tls.key", fixtureCertKey, 0o600},
+		{"id_ed25519.pub", fixtureHostKey + "\n", 0o600},
+		{"id_locked", fixtureLockedKey, 0o600},
+		{"bad_known_hosts", "this is not a known_hosts line\n", 0o644},
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
@@ -59,4 +72,50 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The key, host key and certificate files of site(): real ones, since the
+// loader parses them (check-config refuses what serve would), made once.
+var fixtureKey, fixtureHostKey, fixtureCert, fixtureCertKey = makeFixtureKeys()
+
+// fixtureLockedKey is an SSH private key protected by a passphrase.
+var fixtureLockedKey = func() string {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	b, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("passphrase"))
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(b))
+}()
+
+func makeFixtureKeys() (key, hostKey, cert, certKey string) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	pemKey, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		panic(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		panic(err)
+	}
+	hostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "shutdownd.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"shutdownd.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		panic(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(pemKey)), hostKey,
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
 }

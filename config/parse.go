@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // Defaults applied when the file leaves a field out.
@@ -202,7 +205,31 @@ func (d *decoder) tls(te entry, c *Config) {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		d.fail(te.key, "tls", "cert_file and key_file must be set together (or both left empty for plain HTTP)")
+		return
 	}
+	if c.TLS.CertFile != "" && readable(c.TLS.CertFile) && readable(c.TLS.KeyFile) {
+		// Parsed here, so check-config (the unit's ExecStartPre) refuses
+		// what serve would refuse only after opening the store.
+		if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+			d.fail(te.key, "tls", "cert_file and key_file are not a PEM certificate and its private key: %s", tlsReason(err))
+		}
+	}
+}
+
+// tlsReason is crypto/tls's complaint without its package prefix.
+func tlsReason(err error) string {
+	return strings.TrimPrefix(err.Error(), "tls: ")
+}
+
+// readable reports whether p can be opened for reading; an unreadable file
+// is reported by the path checks, not again by the content checks.
+func readable(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
 
 func (d *decoder) openstack(e entry, c *Config) {
@@ -267,6 +294,28 @@ func (d *decoder) timeouts(n *yaml.Node, c *Config) {
 	}
 }
 
+// sshKey checks that p holds an SSH private key shutdownd can use
+// unattended: parsed, and not protected by a passphrase. Errors never show
+// the file's content.
+func (d *decoder) sshKey(n *yaml.Node, path, p string) {
+	if !readable(p) {
+		return
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return
+	}
+	_, err = ssh.ParsePrivateKey(data)
+	var pass *ssh.PassphraseMissingError
+	switch {
+	case err == nil:
+	case errors.As(err, &pass):
+		d.fail(n, path, "the key is protected by a passphrase; shutdownd runs unattended and needs an unencrypted key")
+	default:
+		d.fail(n, path, "not an SSH private key (a .pub file, or another format?)")
+	}
+}
+
 // sshBlock applies the keys present in n onto s, so the same code reads the
 // top-level defaults and a host's overrides.
 func (d *decoder) sshBlock(n *yaml.Node, path string, s *SSH) {
@@ -279,11 +328,17 @@ func (d *decoder) sshBlock(n *yaml.Node, path string, s *SSH) {
 	if e, ok := m["key_file"]; ok {
 		if _, ok := d.nonEmpty(e.val, path+".key_file"); ok {
 			s.KeyFile = d.path(e.val, path+".key_file", true)
+			d.sshKey(e.val, path+".key_file", s.KeyFile)
 		}
 	}
 	if e, ok := m["known_hosts"]; ok {
 		if _, ok := d.nonEmpty(e.val, path+".known_hosts"); ok {
 			s.KnownHosts = d.path(e.val, path+".known_hosts", false)
+			if readable(s.KnownHosts) {
+				if _, err := knownhosts.New(s.KnownHosts); err != nil {
+					d.fail(e.val, path+".known_hosts", "not a known_hosts file: %s", strings.TrimPrefix(err.Error(), "knownhosts: "))
+				}
+			}
 		}
 	}
 	if e, ok := m["connect_timeout"]; ok {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -28,6 +29,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -36,9 +39,27 @@ import (
 // contacted: no job runs) into dir, with extra YAML appended, and loads it.
 func limConfig(t *testing.T, dir, extra string) (*config.Config, error) {
 	t.Helper()
-	for name, mode := range map[string]os.FileMode{"id_ed25519": 0o600, "known_hosts": 0o644} {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("placeholder\n"), mode); err != nil {
+	// A real key and known_hosts: the loader parses both.
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"id_ed25519":  {pem.EncodeToMemory(block), 0o600},
+		"known_hosts": {[]byte("127.0.0.1 " + string(ssh.MarshalAuthorizedKey(signer.PublicKey()))), 0o644},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), f.data, f.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -239,11 +260,12 @@ func TestRefusesWorldReadableSecrets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			for _, f := range []string{"bmc-password", "tls.crt", "tls.key", "clouds.yaml"} {
+			for _, f := range []string{"bmc-password", "clouds.yaml"} {
 				if err := os.WriteFile(filepath.Join(dir, f), []byte("s3cr3t-value\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
+			selfSigned(t, dir) // tls.crt, tls.key: the loader parses them
 			if _, err := limConfig(t, dir, tc.extra); err != nil {
 				t.Fatalf("private files rejected: %v", err)
 			}
