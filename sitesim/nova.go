@@ -362,20 +362,30 @@ func (n *Nova) Status(id string) string {
 	return ""
 }
 
-// SetStatus forces a server's status, clearing any task in progress (an
-// operator or a test acting behind the client's back).
-func (n *Nova) SetStatus(id, status string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+// interruptLocked returns server id with whatever was pending on it (a
+// stop or a task finishing) called off, or nil; n.mu is held.
+func (n *Nova) interruptLocked(id string) *novaVM {
 	vm, ok := n.byID[id]
 	if !ok {
-		return
+		return nil
 	}
 	if vm.timer != nil {
 		vm.timer.Stop()
 		vm.timer = nil
 	}
 	vm.gen++
+	return vm
+}
+
+// SetStatus forces a server's status, clearing any task in progress (an
+// operator or a test acting behind the client's back).
+func (n *Nova) SetStatus(id, status string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	vm := n.interruptLocked(id)
+	if vm == nil {
+		return
+	}
 	vm.Status = strings.ToUpper(status)
 	vm.taskState = ""
 	vm.updated = time.Now().UTC()
@@ -386,14 +396,10 @@ func (n *Nova) SetStatus(id, status string) {
 func (n *Nova) Delete(id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	vm, ok := n.byID[id]
-	if !ok {
+	vm := n.interruptLocked(id)
+	if vm == nil {
 		return
 	}
-	if vm.timer != nil {
-		vm.timer.Stop()
-	}
-	vm.gen++
 	delete(n.byID, id)
 	n.vms = slices.DeleteFunc(n.vms, func(v *novaVM) bool { return v == vm })
 }
@@ -405,14 +411,10 @@ func (n *Nova) Delete(id string) {
 func (n *Nova) SetTask(id, task string, d time.Duration, then string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	vm, ok := n.byID[id]
-	if !ok {
+	vm := n.interruptLocked(id)
+	if vm == nil {
 		return
 	}
-	if vm.timer != nil {
-		vm.timer.Stop()
-	}
-	vm.gen++
 	gen := vm.gen
 	vm.taskState = task
 	vm.updated = time.Now().UTC()
