@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -180,5 +181,42 @@ func TestTokenLandsWhereServeLooks(t *testing.T) {
 	defer st.Close()
 	if toks, _ := st.ListTokens(context.Background()); len(toks) != 1 || toks[0].Name != "ups" {
 		t.Errorf("tokens in the configuration's database: %+v", toks)
+	}
+}
+
+// TestAllowCIDRForms: --allow-cidr takes a network or a single address, as
+// trusted_proxies does; an IPv4-mapped network is stored as IPv4 (clients
+// arrive as IPv4); host bits are masked, and said so on stderr.
+func TestAllowCIDRForms(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "s.db")
+	for i, tc := range []struct{ in, want, note string }{
+		{"10.0.9.0/24", "10.0.9.0/24", ""},
+		{"10.0.9.5", "10.0.9.5/32", ""},
+		{"2001:db8::1", "2001:db8::1/128", ""},
+		{"::ffff:10.0.0.0/104", "10.0.0.0/8", ""},
+		{"10.0.9.7/24", "10.0.9.0/24", "has host bits set; allowing the network 10.0.9.0/24"},
+	} {
+		name := fmt.Sprintf("t%d", i)
+		_, errOut, err := runCLI("token", "create", "--database", db, "--name", name, "--scopes", "read", "--allow-cidr", tc.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if tc.note != "" && !strings.Contains(errOut, tc.note) {
+			t.Errorf("%s: stderr %q lacks %q", tc.in, errOut, tc.note)
+		}
+		st, err := store.Open(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, _ := st.ListTokens(context.Background())
+		st.Close()
+		for _, tok := range toks {
+			if tok.Name == name && (len(tok.CIDRs) != 1 || tok.CIDRs[0] != tc.want) {
+				t.Errorf("%s stored as %v, want %s", tc.in, tok.CIDRs, tc.want)
+			}
+		}
+	}
+	if _, _, err := runCLI("token", "create", "--database", db, "--name", "bad", "--scopes", "read", "--allow-cidr", "10.0.0.300"); err == nil {
+		t.Error("an invalid address was accepted")
 	}
 }

@@ -65,6 +65,28 @@ func databaseFlags(fs *flag.FlagSet) func() (string, error) {
 	}
 }
 
+// allowedNetwork reads an --allow-cidr value: a CIDR network, or a single
+// address (its /32 or /128), as trusted_proxies accepts them; an IPv4
+// address written IPv4-mapped is taken as the IPv4 it is.
+func allowedNetwork(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid --allow-cidr %q: not an IP address or a CIDR network like 10.0.0.0/24", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid --allow-cidr %q: not a CIDR network like 10.0.0.0/24", s)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p, nil
+}
+
 // stringList is a repeatable flag.
 type stringList []string
 
@@ -155,9 +177,13 @@ func tokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var prefixes []string
 	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
+		p, err := allowedNetwork(c)
 		if err != nil {
-			return usageError{fmt.Sprintf("token create: invalid --allow-cidr %q: %v", c, err)}
+			return usageError{"token create: " + err.Error()}
+		}
+		if p != p.Masked() {
+			// Said on stderr, so a typo for a single host is noticed.
+			fmt.Fprintf(stderr, "note: --allow-cidr %s has host bits set; allowing the network %s\n", c, p.Masked())
 		}
 		prefixes = append(prefixes, p.Masked().String())
 	}
