@@ -319,3 +319,25 @@ func TestAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A port set in the top-level bmc block belongs to its protocol: a host
+// that switches protocol without a port of its own gets its protocol's
+// default, and a host that keeps the protocol keeps the port.
+func TestBMCPortFollowsTheProtocol(t *testing.T) {
+	dir := site(t)
+	c, err := parseIn(t, dir, `ssh: {key_file: id_ed25519, known_hosts: known_hosts}
+bmc: {protocol: redfish, port: 8443, user: admin, password_file: bmc-password}
+hosts:
+  - {name: c1, role: compute, address: 10.0.0.1, bmc: {address: 10.0.1.1}}
+  - {name: c2, role: compute, address: 10.0.0.2, bmc: {address: 10.0.1.2, protocol: ipmi}}
+  - {name: c3, role: compute, address: 10.0.0.3, bmc: {address: 10.0.1.3, protocol: ipmi, port: 1623}}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{8443, DefaultIPMIPort, 1623} {
+		if got := c.Hosts[i].BMC.Port; got != want {
+			t.Errorf("%s: BMC port %d, want %d", c.Hosts[i].Name, got, want)
+		}
+	}
+}

@@ -96,6 +96,11 @@ func (d *decoder) hostBMC(e entry, p string, top bmcDraft, name string, longIPMI
 	if m == nil {
 		return nil
 	}
+	if _, ownPort := m["port"]; !ownPort && b.Protocol != top.Protocol {
+		// A port set next to another protocol is that protocol's port: a
+		// host that switches protocol gets its own protocol's default.
+		b.portSet = false
+	}
 	if _, ok := m["address"]; !ok {
 		d.fail(e.key, p+".bmc.address", "required: a BMC needs an address (leave the bmc block out for a host without BMC)")
 	}
