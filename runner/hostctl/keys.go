@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +94,17 @@ func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []s
 			algos = append(algos, a)
 		}
 	}
+	// known_hosts reports @cert-authority lines like plain keys. A CA's key
+	// must not put the plain algorithm of its type first: a host that has
+	// only a certificate would then be asked for a plain key that no line
+	// lists, and refused as a mismatch. Plain keys first, then certificates.
+	var plain []knownhosts.KnownKey
 	for _, k := range keyErr.Want {
+		if !authorityLine(k) {
+			plain = append(plain, k)
+		}
+	}
+	for _, k := range plain {
 		switch t := k.Key.Type(); t {
 		case ssh.KeyAlgoRSA:
 			add(ssh.KeyAlgoRSASHA512)
@@ -106,8 +117,7 @@ func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []s
 			return nil
 		}
 	}
-	// known_hosts reports @cert-authority lines like plain keys, so a host
-	// that presents a certificate must still be able to: certificate
+	// A host that presents a certificate must still be able to: certificate
 	// algorithms go last, and the callback checks the CA as usual.
 	for _, a := range []string{ssh.CertAlgoED25519v01, ssh.CertAlgoECDSA256v01,
 		ssh.CertAlgoECDSA384v01, ssh.CertAlgoECDSA521v01,
@@ -115,4 +125,18 @@ func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []s
 		add(a)
 	}
 	return algos
+}
+
+// authorityLine reports whether k comes from an @cert-authority line of its
+// known_hosts file (knownhosts does not say).
+func authorityLine(k knownhosts.KnownKey) bool {
+	data, err := os.ReadFile(k.Filename)
+	if err != nil || k.Line < 1 {
+		return false
+	}
+	lines := strings.Split(string(data), "\n")
+	if k.Line > len(lines) {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimSpace(lines[k.Line-1]), "@cert-authority")
 }
