@@ -1,4 +1,4 @@
-package hostctl_test
+package hostctl
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/edgeops/shutdownd/runner/hostctl"
 	"github.com/edgeops/shutdownd/sitesim"
 )
 
@@ -37,32 +36,10 @@ func TestHostCertificateSignedByAKnownCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+		cfg := &ssh.ServerConfig{NoClientAuth: true}
 		cfg.AddHostKey(hostKey)
 		cfg.AddHostKey(certSigner)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					if sc, chans, reqs, err := ssh.NewServerConn(c, cfg); err == nil {
-						go ssh.DiscardRequests(reqs)
-						for nc := range chans {
-							nc.Reject(ssh.Prohibited, "test server")
-						}
-						sc.Close()
-					}
-				}()
-			}
-		}()
+		ln := handshakeServer(t, cfg)
 		dir := t.TempDir()
 		_, clientPEM, _ := sitesim.GenerateKey()
 		keyFile := filepath.Join(dir, "id")
@@ -75,7 +52,7 @@ func TestHostCertificateSignedByAKnownCA(t *testing.T) {
 		if err := os.WriteFile(kh, []byte(line), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c, err := hostctl.Dial(context.Background(), hostctl.Target{Name: "h", Address: ln.Addr().String(), User: "root",
+		c, err := Dial(context.Background(), Target{Name: "h", Address: ln.Addr().String(), User: "root",
 			KeyFile: keyFile, KnownHosts: kh, ConnectTimeout: 5 * time.Second})
 		if err == nil {
 			c.Close()

@@ -97,29 +97,7 @@ func TestDialPicksKnownHostKey(t *testing.T) {
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
 	cfg.AddHostKey(ed)
 	cfg.AddHostKey(ec)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if sc, chans, reqs, err := ssh.NewServerConn(c, cfg); err == nil {
-					go ssh.DiscardRequests(reqs)
-					for nc := range chans {
-						nc.Reject(ssh.Prohibited, "no")
-					}
-					sc.Close()
-				}
-			}()
-		}
-	}()
+	ln := handshakeServer(t, cfg)
 
 	dir := t.TempDir()
 	_, pemBytes, err := sitesim.GenerateKey()
@@ -217,4 +195,35 @@ func TestLoadSigner(t *testing.T) {
 	if _, err := loadSigner(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing key file: no error")
 	}
+}
+
+// handshakeServer serves SSH handshakes with cfg on a loopback port until
+// the test ends, and refuses every channel: enough to test host key
+// checking and login, nothing else.
+func handshakeServer(t *testing.T, cfg *ssh.ServerConfig) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if sc, chans, reqs, err := ssh.NewServerConn(c, cfg); err == nil {
+					go ssh.DiscardRequests(reqs)
+					for nc := range chans {
+						nc.Reject(ssh.Prohibited, "test server")
+					}
+					sc.Close()
+				}
+			}()
+		}
+	}()
+	return ln
 }
