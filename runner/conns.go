@@ -564,7 +564,20 @@ func (p *connPool) close() {
 	p.ssh, p.bmc = map[string]*slot[HostConn]{}, map[string]*slot[PowerController]{}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, s := range ssh {
+	closeSlots(&wg, ssh, func(s *slot[HostConn]) { s.val.Close() })
+	closeSlots(&wg, bmcs, func(s *slot[PowerController]) {
+		if !s.taken {
+			// A Redfish logout: BMCs have few session slots.
+			s.val.Close(context.WithoutCancel(p.ctx))
+		}
+	})
+	wg.Wait()
+}
+
+// closeSlots closes, in parallel, the connection of every started slot
+// once its dial has ended, if it succeeded.
+func closeSlots[T any](wg *sync.WaitGroup, slots map[string]*slot[T], closeConn func(*slot[T])) {
+	for _, s := range slots {
 		if !s.started {
 			continue
 		}
@@ -573,25 +586,10 @@ func (p *connPool) close() {
 			defer wg.Done()
 			<-s.done
 			if s.err == nil {
-				s.val.Close()
+				closeConn(s)
 			}
 		}()
 	}
-	for _, s := range bmcs {
-		if !s.started {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-s.done
-			if s.err == nil && !s.taken {
-				// A Redfish logout: BMCs have few session slots.
-				s.val.Close(context.WithoutCancel(p.ctx))
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // liveConn is what hostctl.Conn offers beyond HostConn.
