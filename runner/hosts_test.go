@@ -2,8 +2,6 @@ package runner_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,21 +22,6 @@ import (
 // meanwhile.
 func slowVM(o *sitesim.Options) {
 	o.VMs = []sitesim.VM{{ID: "vm-slow", Name: "slow", Project: "a", StopDelay: 5 * time.Second}}
-}
-
-// startWith runs a runner with opts until the returned function is called.
-func (f *fixture) startWith(opts runner.Options) (*runner.Runner, func()) {
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := runner.New(f.cfg, f.store, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := r.Run(ctx); err != nil {
-			f.t.Errorf("run: %v", err)
-		}
-	}()
-	return r, func() { cancel(); <-done }
 }
 
 func (f *fixture) shutdown(r *runner.Runner) store.Job {

@@ -347,13 +347,7 @@ func TestPreemptedSimulationRecordsNoFalseFindings(t *testing.T) {
 func TestSelfPowerOffLeftOpenIsClosedNotResumed(t *testing.T) {
 	f := selfSite(t, 0)
 	ctx := context.Background()
-	job, _, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.store.StartJob(ctx, job.ID); err != nil {
-		t.Fatal(err)
-	}
+	job := f.startedShutdown()
 	step, err := f.store.EnsureStep(ctx, job.ID, 3, runner.StepHosts)
 	if err != nil {
 		t.Fatal(err)
@@ -424,13 +418,7 @@ func TestHostConfirmedOffBeforeARestartIsNotTriedAgain(t *testing.T) {
 		o.Storage = "none"
 	})
 	ctx := context.Background()
-	job, _, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.store.StartJob(ctx, job.ID); err != nil {
-		t.Fatal(err)
-	}
+	job := f.startedShutdown()
 	for i, name := range []string{runner.StepOpenStack, runner.StepStorage} {
 		st, err := f.store.EnsureStep(ctx, job.ID, i+1, name)
 		if err != nil {
@@ -469,4 +457,19 @@ func TestHostConfirmedOffBeforeARestartIsNotTriedAgain(t *testing.T) {
 	if n := f.site.Host("compute-01").SSH.PowerCommands(); n != 0 {
 		t.Errorf("compute-01 sent %d power-offs again", n)
 	}
+}
+
+// startedShutdown records a shutdown as a stopped process leaves it:
+// created and running, with no runner; the test writes what it had done.
+func (f *fixture) startedShutdown() store.Job {
+	f.t.Helper()
+	ctx := context.Background()
+	job, _, err := f.store.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.store.StartJob(ctx, job.ID); err != nil {
+		f.t.Fatal(err)
+	}
+	return job
 }

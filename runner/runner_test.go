@@ -60,7 +60,13 @@ func newFixture(t *testing.T, tune func(*sitesim.Options)) *fixture {
 // start runs a runner until the returned stop function is called; stop
 // waits for Run to return.
 func (f *fixture) start() (*runner.Runner, func()) {
-	r := runner.New(f.cfg, f.store, runner.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return f.startWith(runner.Options{})
+}
+
+// startWith is start with options (an observer); the logger is discarded.
+func (f *fixture) startWith(opts runner.Options) (*runner.Runner, func()) {
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := runner.New(f.cfg, f.store, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -133,11 +139,7 @@ func TestCancelStopsAtTheNextSafePointAndKeepsWhatWasDone(t *testing.T) {
 	})
 	r, stop := f.start()
 	defer stop()
-	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.shutdown(r)
 	f.waitFor("first os-stop", 10*time.Second, func() bool { return f.site.Nova.StopRequests() >= 2 })
 	if _, err := f.store.RequestCancel(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
@@ -175,11 +177,7 @@ func TestServiceStopMidShutdownResumesTheSameJob(t *testing.T) {
 		o.Concurrency = 4
 	})
 	r, stop := f.start()
-	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.shutdown(r)
 	f.waitFor("some VMs off", 10*time.Second, func() bool { return f.countActions(job.ID, "vm", store.ActionSucceeded) >= 5 })
 	stop() // the service stops: the job stays running in the store
 	if j := f.job(job.ID); j.State != store.StateRunning {
@@ -212,8 +210,7 @@ func TestVMThatNeverStopsFailsAtTheTimeoutAndTheJobGoesOn(t *testing.T) {
 	})
 	r, stop := f.start()
 	defer stop()
-	job, _, _ := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	r.Kick()
+	job := f.shutdown(r)
 	f.waitFor("job final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	j := f.job(job.ID)
 	if j.State != store.StateFailed {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -112,11 +111,7 @@ func TestVMStopsStartFromTheFirstPageWhileTheRestIsListed(t *testing.T) {
 	}
 	r, stop := f.start()
 	defer stop()
-	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.shutdown(r)
 	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	if j := f.job(job.ID); j.State != store.StateSucceeded {
 		t.Fatalf("job %s: %s", j.State, j.Error)
@@ -158,11 +153,7 @@ func TestListingFailingAfterTheFirstPageStopsWhatWasListedAndFailsTheStep(t *tes
 	})
 	r, stop := f.start()
 	defer stop()
-	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.shutdown(r)
 	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
 	j := f.job(job.ID)
 	if j.State != store.StateFailed || !strings.Contains(j.Error, "list servers") || !strings.Contains(j.Error, "not found") {
@@ -223,11 +214,7 @@ func TestServiceStopDuringTheListingResumesWithoutSecondStops(t *testing.T) {
 	})
 	r, w, stop := f.startWatched()
 	f.waitFor("authenticated ahead", 10*time.Second, func() bool { ok, _ := w.counts(); return ok == 1 })
-	job, _, err := f.store.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Kick()
+	job := f.shutdown(r)
 	select {
 	case <-held:
 	case <-time.After(20 * time.Second):
@@ -299,33 +286,19 @@ func (a *authWatch) counts() (ok, failed int) {
 // startWatched starts a runner that reports to an authWatch.
 func (f *fixture) startWatched() (*runner.Runner, *authWatch, func()) {
 	w := &authWatch{}
-	r := runner.New(f.cfg, f.store, runner.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Observer: w})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := r.Run(ctx); err != nil {
-			f.t.Errorf("run: %v", err)
-		}
-	}()
-	return r, w, func() { cancel(); <-done }
+	r, stop := f.startWith(runner.Options{Observer: w})
+	return r, w, stop
 }
 
 func (f *fixture) runJob(r *runner.Runner, kind store.Kind) store.Job {
 	f.t.Helper()
-	var job store.Job
-	var err error
+	job := f.simulate
 	if kind == store.KindShutdown {
-		job, _, err = f.store.CreateShutdown(context.Background(), store.NewJob{Kind: kind})
-	} else {
-		job, err = f.store.CreateSimulation(context.Background(), store.NewJob{Kind: kind})
+		job = f.shutdown
 	}
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	r.Kick()
-	f.waitFor("job final", 60*time.Second, func() bool { return f.job(job.ID).State.Final() })
-	return f.job(job.ID)
+	j := job(r)
+	f.waitFor("job final", 60*time.Second, func() bool { return f.job(j.ID).State.Final() })
+	return f.job(j.ID)
 }
 
 func smallSite(o *sitesim.Options) {
