@@ -117,7 +117,7 @@ func NewSSHHost(opts SSHHostOptions) (*SSHHost, error) {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	h.config = &ssh.ServerConfig{PublicKeyCallback: h.checkKey}
+	h.config = &ssh.ServerConfig{PublicKeyCallback: h.checkKey, AuthLogCallback: h.countLogin}
 	h.config.AddHostKey(opts.HostKey)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -261,6 +261,19 @@ func (h *SSHHost) checkKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permi
 	return nil, fmt.Errorf("unknown public key for %q", meta.User())
 }
 
+// countLogin counts a successful authentication. x/crypto/ssh calls it
+// before it tells the client, so a client whose Dial returned is always
+// counted (counting after NewServerConn returned raced a test that read
+// Logins right after its Dial).
+func (h *SSHHost) countLogin(_ ssh.ConnMetadata, method string, err error) {
+	if err != nil || method == "none" {
+		return
+	}
+	h.mu.Lock()
+	h.logins++
+	h.mu.Unlock()
+}
+
 func (h *SSHHost) serveConn(c net.Conn) {
 	defer h.wg.Done()
 	defer func() {
@@ -275,9 +288,6 @@ func (h *SSHHost) serveConn(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	h.mu.Lock()
-	h.logins++
-	h.mu.Unlock()
 	go ssh.DiscardRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
