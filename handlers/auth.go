@@ -34,9 +34,6 @@ const callerKey ctxKey = 0
 type Caller struct {
 	Token      store.Token
 	RemoteAddr string // client IP after X-Forwarded-For resolution
-	// view is the store as of the request's arrival; the status handlers
-	// read through it, so one data_version read serves the whole request.
-	view store.View
 }
 
 // CallerFrom returns the caller put in the context by Authenticate.
@@ -101,25 +98,24 @@ func checkScope(t store.Token, scope string) error {
 
 // authenticate returns the caller or an *Error. The secret is never compared
 // directly: it is hashed (SHA-256) and the hash is looked up by equality,
-// in the store's token cache (a map keyed by the hash) or in the tokens
-// table. Any timing difference of either lookup depends on the hash, which
+// in the tokens table. Any timing difference of the lookup depends on the
+// hash, which
 // an attacker cannot steer byte by byte towards a stored one (preimage
 // resistance), so it leaks nothing usable about the secret; this is why no
 // constant-time comparison appears here. The secret itself never reaches a
 // log or an error message.
 //
-// The cache is as fresh as the database for every request (store/cache.go):
-// a token revoked or changed by any process, the CLI included, is refused
-// from the first request that arrives after the change was committed.
-// Expiry is checked here against the request's time, never cached.
+// The token is read from the database on every request, so a token revoked
+// or changed by any process, the CLI included, is refused from the first
+// request that arrives after the change was committed. Expiry is checked
+// here against the request's time.
 func (s *Server) authenticate(r *http.Request) (Caller, error) {
 	ctx := r.Context()
 	secret := tokenFromRequest(r)
 	if secret == "" {
 		return Caller{}, Errorf(CodeMissingToken, "missing API token: send header auth-token or Authorization: Bearer")
 	}
-	view := s.view()
-	tok, err := view.TokenByHash(ctx, store.HashToken(secret))
+	tok, err := s.store.TokenByHash(ctx, store.HashToken(secret))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Caller{}, Errorf(CodeInvalidToken, "invalid API token")
@@ -143,30 +139,13 @@ func (s *Server) authenticate(r *http.Request) (Caller, error) {
 			s.logger.LogAttrs(ctx, slog.LevelWarn, "touch token", slog.String("token", tok.Name), slog.Any("err", err))
 		}
 	}
-	return Caller{Token: tok, RemoteAddr: ip.String(), view: view}, nil
-}
-
-// view returns the store's View for a request that just arrived.
-func (s *Server) view() store.View {
-	if s.uncached {
-		return s.store.DirectView()
-	}
-	return s.store.View()
-}
-
-// viewFor returns the View authentication took for r, or a new one.
-func (s *Server) viewFor(r *http.Request) store.View {
-	if c, ok := CallerFrom(r.Context()); ok && c.view != (store.View{}) {
-		return c.view
-	}
-	return s.view()
+	return Caller{Token: tok, RemoteAddr: ip.String()}, nil
 }
 
 // touchDue reports whether this request should record last_used_at, at most
 // once per touchInterval per token. The time of the last touch is kept in
-// memory, because a cached token's LastUsedAt is not refreshed by the touch
-// itself; concurrent requests do not queue for the same touch: the first
-// one claims it.
+// memory, so that concurrent requests do not queue for the same touch: the
+// first one claims it.
 func (s *Server) touchDue(tok store.Token, now time.Time) bool {
 	s.touchMu.Lock()
 	defer s.touchMu.Unlock()

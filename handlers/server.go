@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -70,14 +69,8 @@ type Server struct {
 	router         *mux.Router
 	authLimit      *authLimiter
 
-	// uncached makes every request read the database as before the cache
-	// (store.DirectView); only benchmarks set it, to compare.
-	uncached bool
 	touchMu  sync.Mutex
 	touched  map[int64]time.Time // token id -> last last_used_at write
-	// statusBodies memoizes the rendered status answer per kind (see
-	// statusHandler).
-	statusBodies [2]atomic.Pointer[statusBody]
 }
 
 // New builds the API server with all its routes.

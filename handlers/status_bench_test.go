@@ -78,24 +78,12 @@ func (sb *statusBench) run(b *testing.B) {
 
 // BenchmarkStatus measures GET /shutdown/status in process (the real
 // router, authentication and status handler; no sockets) while a shutdown
-// commits progress, uncached (every request reads the token and the latest
-// job from SQLite, as before the cache) and cached, and reports the ratio:
+// commits progress; every request reads the token and the latest job from
+// SQLite:
 //
 //	go test -run '^$' -bench BenchmarkStatus -benchtime 3s ./handlers/
 func BenchmarkStatus(b *testing.B) {
-	var nsop [2]float64
-	for i, mode := range []string{"uncached", "cached"} {
-		b.Run(mode, func(b *testing.B) {
-			sb := newStatusBench(b)
-			defer sb.stop()
-			sb.api.uncached = mode == "uncached"
-			sb.run(b)
-			nsop[i] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-		})
-	}
-	if nsop[0] > 0 && nsop[1] > 0 {
-		// Printed, not logged: a parent benchmark's log is not shown.
-		fmt.Printf("GET /shutdown/status during a shutdown: uncached %.1f µs/req, cached %.1f µs/req, cached is %.1f× faster\n",
-			nsop[0]/1e3, nsop[1]/1e3, nsop[0]/nsop[1])
-	}
+	sb := newStatusBench(b)
+	defer sb.stop()
+	sb.run(b)
 }

@@ -49,6 +49,10 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open database %s read-only: schema version %d is older than %d: start the service or run `shutdownd migrate up` first", path, v, minAuditVersion)
 	}
+	if err := s.prepareReads(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open database %s read-only: %w", path, err)
+	}
 	return s, nil
 }
 

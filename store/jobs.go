@@ -264,8 +264,7 @@ func (s *Store) Job(ctx context.Context, id int64) (Job, error) {
 // LatestJob returns the newest job of a kind, for /simulate/status and
 // /shutdown/status, or nil when there is none.
 func (s *Store) LatestJob(ctx context.Context, kind Kind) (*Job, error) {
-	j, err := scanJob(s.r.QueryRowContext(ctx,
-		`SELECT `+jobColumns+` FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1`, kind))
+	j, err := scanJob(s.latestJob.QueryRowContext(ctx, kind))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

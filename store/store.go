@@ -56,9 +56,13 @@ type Store struct {
 	r    *sql.DB // readers
 	subs *broadcaster
 	now  func() time.Time // tests may replace it
-	// cache answers the API's hot reads from memory (cache.go); nil on a
-	// read-only store, whose Views then read the database.
-	cache *cache
+	// The API's hot reads (a token by hash on every request, the latest
+	// job of a kind on every status request) run as statements prepared
+	// once on the reader pool: a status poll during a shutdown then costs
+	// two indexed lookups and no SQL parsing. They read the database itself,
+	// so a token revoked by another process is refused from the next
+	// request on.
+	latestJob, tokenByHash *sql.Stmt
 }
 
 // Open creates the database file (mode 0600) if needed, opens it and applies
@@ -79,9 +83,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	if s.cache, err = openCache(ctx, path); err != nil {
+	if err := s.prepareReads(ctx); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("open database %s: cache connection: %w", path, err)
+		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -108,6 +112,18 @@ func open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// prepareReads prepares the hot read statements, once the schema exists.
+func (s *Store) prepareReads(ctx context.Context) error {
+	var err error
+	if s.latestJob, err = s.r.PrepareContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1`); err != nil {
+		return fmt.Errorf("prepare latest job read: %w", err)
+	}
+	if s.tokenByHash, err = s.r.PrepareContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`); err != nil {
+		return fmt.Errorf("prepare token read: %w", err)
+	}
+	return nil
 }
 
 // createFile creates the database file with mode 0600 before SQLite does,
@@ -140,13 +156,15 @@ func restrictFiles(path string) error {
 	return nil
 }
 
-// Close closes both pools and the cache's connection.
+// Close closes the prepared statements and both pools.
 func (s *Store) Close() error {
-	var cerr error
-	if s.cache != nil {
-		cerr = s.cache.close()
+	var errs []error
+	for _, st := range []*sql.Stmt{s.latestJob, s.tokenByHash} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
-	return errors.Join(cerr, s.r.Close(), s.w.Close())
+	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
 }
 
 // Ping checks that the database answers a query, for /healthz.

@@ -127,7 +127,7 @@ func (s *Store) CreateToken(ctx context.Context, name string, hash []byte, scope
 // ones included: the caller checks RevokedAt and ExpiresAt, so that it can
 // answer invalid_api_token for all three. ErrNotFound when unknown.
 func (s *Store) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
-	t, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`, hash))
+	t, err := scanToken(s.tokenByHash.QueryRowContext(ctx, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Token{}, fmt.Errorf("token: %w", ErrNotFound)
 	}

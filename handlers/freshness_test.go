@@ -19,9 +19,9 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// The API answers tokens and the status endpoints from the store's cache
-// (store/cache.go). These tests check that the cache is invisible: every
-// answer is what reading the database at the request's arrival would give.
+// Tokens and the status endpoints are read from the database on every
+// request. These tests check that every answer is what reading the database
+// at the request's arrival gives, whoever changed it.
 
 // runningShutdown creates and starts a shutdown job and keeps committing
 // progress to it (current step and an event, as the runner does) until the
@@ -71,7 +71,7 @@ func shutdowndBinary(t *testing.T) string {
 // TestRevokeBySeparateProcess: `shutdownd token revoke`, run as its own
 // process against the database of the running API while a shutdown
 // commits progress, refuses the token from the very first request after
-// the command returned, although that token was being served from the cache.
+// the command returned, although that token had just been used.
 // A token the CLI creates meanwhile works at once too.
 func TestRevokeBySeparateProcess(t *testing.T) {
 	t.Parallel()
@@ -113,9 +113,9 @@ func TestRevokeBySeparateProcess(t *testing.T) {
 	}
 }
 
-// TestExpiryExactWithCache: a cached token is accepted up to the last
+// TestExpiryExact: a token is accepted up to the last
 // microsecond before its expiry and refused at it, by the request's time.
-func TestExpiryExactWithCache(t *testing.T) {
+func TestExpiryExact(t *testing.T) {
 	t.Parallel()
 	expires := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
 	var now atomic.Int64
@@ -136,10 +136,10 @@ func TestExpiryExactWithCache(t *testing.T) {
 	}
 }
 
-// TestCachedTokenScopesAndNetworks: scope and network checks apply to a
-// cached token exactly as to one read from the database, and a change of
+// TestTokenScopesAndNetworks: scope and network checks apply to a
+// token used a moment ago exactly as to a new one, and a change of
 // either, by any connection, applies to the next request.
-func TestCachedTokenScopesAndNetworks(t *testing.T) {
+func TestTokenScopesAndNetworks(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	ctx := context.Background()
@@ -174,7 +174,7 @@ func TestCachedTokenScopesAndNetworks(t *testing.T) {
 	wantError(t, resp, body, http.StatusForbidden, CodeScopeNotGranted)
 }
 
-// TestStatusNeverStale: while other clients keep the status cache hot and a
+// TestStatusNeverStale: while other clients keep the status endpoint busy and a
 // shutdown commits progress, a status request sent after a commit returned
 // shows that commit, byte for byte as the spec shapes it, through the end
 // of the job with its error.
@@ -238,9 +238,9 @@ func TestStatusNeverStale(t *testing.T) {
 	}
 }
 
-// TestTouchWithCachedToken: last_used_at is still written once per
-// touchInterval of the request clock while the token itself stays cached.
-func TestTouchWithCachedToken(t *testing.T) {
+// TestTouchOncePerInterval: last_used_at is written once per
+// touchInterval of the request clock, however many requests use the token.
+func TestTouchOncePerInterval(t *testing.T) {
 	t.Parallel()
 	var now atomic.Int64
 	t0 := time.Now()
