@@ -69,8 +69,8 @@ type Server struct {
 	router         *mux.Router
 	authLimit      *authLimiter
 
-	touchMu  sync.Mutex
-	touched  map[int64]time.Time // token id -> last last_used_at write
+	touchMu sync.Mutex
+	touched map[int64]time.Time // token id -> last last_used_at write
 }
 
 // New builds the API server with all its routes.
