@@ -142,7 +142,8 @@ func checkStored(t *testing.T, st *store.Store, job store.Job, step store.Step, 
 	for _, ev := range evs {
 		msgs = append(msgs, ev.Message)
 	}
-	want := []string{"shutdown job created", "job started", "before the disk filled", "host b: held", "host c begun"}
+	want := []string{"shutdown job created", "job started", "before the disk filled", "host b: held", "host c begun",
+		"records written late: the store refused writes"}
 	if !slices.Equal(msgs, want) {
 		t.Errorf("events %q, want %q", msgs, want)
 	}

@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"modernc.org/sqlite"
@@ -20,6 +21,7 @@ func (j *Journal) holdLocked(es, more []*entry) int {
 			e.held = true
 			j.held = append(j.held, e)
 			j.nheld += e.records()
+			j.heldJobs[e.b.JobID] += e.records()
 			j.logHeld(e)
 			e.release()
 		}
@@ -92,7 +94,9 @@ func (j *Journal) retryHeld() bool {
 
 // written takes e, the oldest held entry, off the held list once the store
 // took it (err nil) or refused it as wrong in itself (it would never be
-// written: logged, dropped), and maps its provisional IDs.
+// written: logged, dropped), and maps its provisional IDs. When it was the
+// last, an event for each job that had records held says so in the job's
+// own log (queued before anyone waiting for the flush is woken).
 func (j *Journal) written(e *entry, err error) {
 	j.held = j.held[1:]
 	j.nheld -= e.records()
@@ -109,6 +113,15 @@ func (j *Journal) written(e *entry, err error) {
 	if len(j.held) == 0 {
 		j.log.Info("store takes writes again; every held record is written",
 			"unsaved_for", time.Since(j.since).Round(time.Millisecond))
+		reason := Unsaved{Err: j.lastErr}.Reason()
+		for job, n := range j.heldJobs {
+			detail := fmt.Sprintf("%d records held in memory from %s to %s (%s), then written with their own times",
+				n, store.FormatTime(j.since), store.FormatTime(time.Now()), reason)
+			now := time.Now()
+			j.pending = append(j.pending, &entry{at: now, b: store.Batch{JobID: job, At: now,
+				Events: []store.EventRecord{{Level: "warn", Message: "records written late: the store refused writes", Detail: detail}}}})
+		}
+		clear(j.heldJobs)
 		j.since, j.lastErr = time.Time{}, nil
 	}
 	j.broadcastLocked()

@@ -90,12 +90,16 @@ type Journal struct {
 	// realID maps provisional action and step IDs to the store's, once
 	// their records are written.
 	realID map[int64]int64
+	// heldJobs counts the records held per job since the store first
+	// refused, for the event that says so once they are written.
+	heldJobs map[int64]int
 }
 
 // New returns a journal writing to st.
 func New(st *store.Store, opts Options) *Journal {
 	j := &Journal{st: st, log: opts.Logger, obs: opts.Observer, retry: opts.RetryEvery,
-		stop: make(chan struct{}), changed: make(chan struct{}), realID: map[int64]int64{}}
+		stop: make(chan struct{}), changed: make(chan struct{}), realID: map[int64]int64{},
+		heldJobs: map[int64]int{}}
 	if j.log == nil {
 		j.log = slog.Default()
 	}
