@@ -260,14 +260,11 @@ func (e *exec) progress(format string, args ...any) {
 func (r *Runner) execute(parent context.Context, job store.Job) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	e := &exec{r: r, job: job, ctx: ctx, log: r.log.With("job_id", job.ID, "kind", job.Kind), resumed: job.State == store.StateRunning,
-		jr: r.journal.Job(job.ID)}
+	e := &exec{r: r, job: job, ctx: ctx, log: r.log.With("job_id", job.ID, "kind", job.Kind), resumed: job.State == store.StateRunning}
 	if job.CancelRequested {
 		e.cancelled.Store(true)
 	}
-	// A start the store cannot take now is held and the job runs: the disk
-	// never stops a shutdown.
-	if _, err := e.jr.Call("job started", func(ctx context.Context) error { return r.store.StartJob(ctx, job.ID) }); err != nil {
+	if err := e.start(); err != nil {
 		e.log.Error("start job", "err", err)
 		return
 	}
@@ -418,6 +415,15 @@ func (r *Runner) finish(e *exec) {
 		e.drainObservers()
 		e.powerOffSelf(selfHosts, selfActions)
 	}
+}
+
+// start opens the job's journal and moves the job to running. A start the
+// store cannot take now is held, and the job runs: the disk never stops a
+// shutdown.
+func (e *exec) start() error {
+	e.jr = e.r.journal.Job(e.job.ID)
+	_, err := e.jr.Call("job started", func(ctx context.Context) error { return e.r.store.StartJob(ctx, e.job.ID) })
+	return err
 }
 
 // finalWait bounds how long a job's final state waits for the records the
