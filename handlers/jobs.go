@@ -33,8 +33,29 @@ func (s *Server) statusHandler(kind store.Kind) http.Handler {
 			s.WriteError(w, r, fmt.Errorf("latest %s job: %w", kind, err))
 			return
 		}
-		writeData(w, http.StatusOK, statusOf(job))
+		st := statusOf(job)
+		if text, ok := s.unsavedStep(job); ok {
+			st.CurrentStep = text
+		}
+		writeData(w, http.StatusOK, st)
 	})
+}
+
+// unsavedReporter is implemented by the runner: while the store refuses a
+// job's records (a full disk), the current_step to show says so, since the
+// store, which the status is read from, cannot.
+type unsavedReporter interface {
+	UnsavedStep(jobID int64, stored string) (text string, ok bool)
+}
+
+// unsavedStep is the runner's current_step for job while its records are
+// not being saved; ok is false otherwise.
+func (s *Server) unsavedStep(job *store.Job) (string, bool) {
+	u, ok := s.runner.(unsavedReporter)
+	if !ok || job == nil {
+		return "", false
+	}
+	return u.UnsavedStep(job.ID, job.CurrentStep)
 }
 
 func statusOf(job *store.Job) StatusJSON {
@@ -177,6 +198,9 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		Steps:   make([]StepJSON, 0, len(steps)),
 		Actions: make([]ActionJSON, 0, len(actions)),
 		Events:  make([]EventJSON, 0, len(events)),
+	}
+	if text, ok := s.unsavedStep(&job); ok {
+		d.Job.CurrentStep = text
 	}
 	for _, st := range steps {
 		d.Steps = append(d.Steps, NewStepJSON(st))

@@ -50,6 +50,10 @@ type Metrics struct {
 	peerRequests *prometheus.CounterVec
 	peerErrors   *prometheus.CounterVec
 	httpRequests *prometheus.CounterVec
+	// storeFailures and unsaved follow a store that cannot be written (a
+	// full disk): the runner goes on and holds its records in memory.
+	storeFailures prometheus.Counter
+	unsaved       prometheus.Gauge
 
 	// Memos of Instrument, which runs on every request: the route of a
 	// method and exact path whose route template is that path (no
@@ -66,7 +70,10 @@ type httpLabels struct {
 	code          int
 }
 
-var _ runner.Observer = (*Metrics)(nil)
+var (
+	_ runner.Observer      = (*Metrics)(nil)
+	_ runner.StoreObserver = (*Metrics)(nil)
+)
 
 // New creates the collectors. st is read at the end of each job to count its
 // target actions; logger may be nil.
@@ -94,9 +101,13 @@ func New(st *store.Store, logger *slog.Logger) *Metrics {
 			Help: "Failed requests to the site's peers, by peer, operation and error kind."}, []string{"peer", "op", "kind"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_requests_total",
 			Help: "HTTP requests served, by route template, method and status code."}, []string{"route", "method", "code"}),
+		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "store_write_failures_total",
+			Help: "Writes of the runner's records the database refused (disk full, I/O error, read-only), retries included."}),
+		unsaved: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "records_unsaved",
+			Help: "Records of jobs held in memory (and in the service log) because the database refused them; 0 when all are saved."}),
 	}
 	m.reg.MustRegister(m.jobsStarted, m.jobs, m.stepDuration, m.targets, m.lastJobs,
-		m.peerRequests, m.peerErrors, m.httpRequests,
+		m.peerRequests, m.peerErrors, m.httpRequests, m.storeFailures, m.unsaved,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -138,6 +149,12 @@ func (m *Metrics) PeerCall(peer, op string, err error) {
 		m.peerErrors.WithLabelValues(peer, op, runner.ErrorKind(err)).Inc()
 	}
 }
+
+// StoreWriteFailed implements runner.StoreObserver.
+func (m *Metrics) StoreWriteFailed() { m.storeFailures.Inc() }
+
+// RecordsUnsaved implements runner.StoreObserver.
+func (m *Metrics) RecordsUnsaved(n int) { m.unsaved.Set(float64(n)) }
 
 // Handler serves the registry in the Prometheus text format. Collection
 // errors are answered 500 by promhttp.

@@ -85,7 +85,7 @@ func TestWarmBMCSessionEndedByTheBMCIsReopened(t *testing.T) {
 	}
 	r := New(cfg, st, Options{Logger: slog.New(slog.DiscardHandler)})
 	ctx := context.Background()
-	e := &exec{r: r, job: job, ctx: ctx, log: r.log}
+	e := &exec{r: r, job: job, ctx: ctx, log: r.log, jr: r.journal.Job(job.ID)}
 	h, sim := cfg.Hosts[0], site.Hosts[0].BMC
 
 	ctl, err := r.deps.OpenBMC(ctx, h)

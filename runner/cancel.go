@@ -8,7 +8,7 @@ import "github.com/edgeops/shutdownd/store"
 // would tell an operator that work was left undone when it was all done.
 // The late request is recorded as an event.
 func (e *exec) cancelTooLate() bool {
-	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	steps, err := e.jr.Steps(e.db())
 	if err != nil || len(steps) < 3 {
 		return false
 	}
@@ -30,13 +30,13 @@ func (e *exec) cancelTooLate() bool {
 // the record of a final job never shows work as under way. Nothing of the
 // job is in flight any more when this runs.
 func (e *exec) closeOpen(why string) {
-	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	steps, err := e.jr.Steps(e.db())
 	if err != nil {
 		e.log.Error("read steps to close", "err", err)
 		return
 	}
 	for _, st := range steps {
-		as, err := e.r.store.StepActions(e.db(), st.ID)
+		as, err := e.jr.StepActions(e.db(), st.ID)
 		if err != nil {
 			e.log.Error("read actions to close", "step", st.Name, "err", err)
 			continue
@@ -48,12 +48,12 @@ func (e *exec) closeOpen(why string) {
 			}
 		}
 		if len(results) > 0 {
-			if err := e.r.store.FinishActions(e.db(), results); err != nil {
+			if err := e.jr.Finish(results...); err != nil {
 				e.log.Error("close actions", "step", st.Name, "err", err)
 			}
 		}
 		if !st.State.Final() {
-			if err := e.r.store.FinishStep(e.db(), st.ID, store.StepCancelled, "", why); err != nil {
+			if err := e.jr.FinishStep(st.ID, store.StepCancelled, "", why); err != nil {
 				e.log.Error("close step", "step", st.Name, "err", err)
 			}
 		}

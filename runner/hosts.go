@@ -28,7 +28,7 @@ func (e *exec) hostsStep(step store.Step) (store.StepState, string, error) {
 // off or has failed: storage must not go down while compute still writes.
 func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	groups := e.r.cfg.HostGroups()
-	prior, err := e.r.store.StepActions(e.db(), step.ID)
+	prior, err := e.jr.StepActions(e.db(), step.ID)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
@@ -70,7 +70,7 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		}
 	}
 	if len(confirmed) > 0 {
-		if err := e.r.store.FinishActions(e.db(), confirmed); err != nil {
+		if err := e.jr.Finish(confirmed...); err != nil {
 			return store.StepFailed, "", fmt.Errorf("record hosts confirmed off before the restart: %w", err)
 		}
 	}
@@ -513,7 +513,7 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 			return // preempted or stopping: checks not started are not results
 		}
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: kind, Target: h.Name, Operation: op}
-		a, err := e.r.store.BeginAction(e.db(), key, detail)
+		a, err := e.jr.Begin(key, detail)
 		if err != nil {
 			e.log.Error("record action", "err", err)
 			ok = false
@@ -584,7 +584,7 @@ func usesSudo(cmd string) bool {
 // hosts): a job that never got there (a store error ended it early) must not
 // take down the machine an operator needs while the site's hosts are up.
 func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
-	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	steps, err := e.jr.Steps(e.db())
 	if err != nil {
 		e.log.Error("read steps for self power-off", "err", err)
 		return nil
@@ -598,7 +598,7 @@ func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
 	var out []store.Action
 	for _, h := range hosts {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
-		a, err := e.r.store.BeginAction(e.db(), key, "this machine: powered off after the job's final state is written")
+		a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
 		if err != nil {
 			e.log.Error("record self action", "err", err)
 			continue

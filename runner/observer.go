@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"time"
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
@@ -49,6 +50,18 @@ type Drainer interface {
 	Drain(ctx context.Context) (pending int)
 }
 
+// StoreObserver is an Observer that also learns when the store refuses a
+// write (disk full, I/O error, read-only) and how many records the runner
+// holds in memory because of it (metrics).
+type StoreObserver interface {
+	// StoreWriteFailed is called for every write the store refused,
+	// retries included.
+	StoreWriteFailed()
+	// RecordsUnsaved is called with the number of records held in memory
+	// whenever it changes.
+	RecordsUnsaved(n int)
+}
+
 // Observers fans calls out to several observers, in order; nil entries are
 // skipped. It returns a pointer: the observer ends up inside wrapped
 // connections (observedConn, observedBMC), and an interface holding a slice
@@ -86,6 +99,24 @@ func (m multiObserver) JobFinished(ctx context.Context, j store.Job) {
 func (m multiObserver) PeerCall(peer, op string, err error) {
 	for _, o := range m {
 		o.PeerCall(peer, op, err)
+	}
+}
+
+// StoreWriteFailed tells every member that is a StoreObserver.
+func (m multiObserver) StoreWriteFailed() {
+	for _, o := range m {
+		if so, ok := o.(StoreObserver); ok {
+			so.StoreWriteFailed()
+		}
+	}
+}
+
+// RecordsUnsaved tells every member that is a StoreObserver.
+func (m multiObserver) RecordsUnsaved(n int) {
+	for _, o := range m {
+		if so, ok := o.(StoreObserver); ok {
+			so.RecordsUnsaved(n)
+		}
 	}
 }
 
@@ -149,7 +180,7 @@ func (e *exec) jobStarted() {
 }
 
 func (e *exec) stepFinished(stepID int64) {
-	steps, err := e.r.store.Steps(e.db(), e.job.ID)
+	steps, err := e.jr.Steps(e.db())
 	if err != nil {
 		e.log.Error("read steps", "err", err)
 		return
@@ -168,6 +199,16 @@ func (e *exec) stepFinished(stepID int64) {
 
 func (e *exec) jobFinished() {
 	e.observe(func(o Observer, j store.Job) { o.JobFinished(e.db(), j) })
+}
+
+// jobFinishedHeld tells the observer about a job whose final state the
+// store could not take yet: the job as it will be stored, not as it is.
+func (e *exec) jobFinishedHeld(state store.State, msg string) {
+	e.observe(func(o Observer, j store.Job) {
+		now := time.Now()
+		j.State, j.Error, j.FinishedAt, j.CurrentStep = state, msg, &now, ""
+		o.JobFinished(e.db(), j)
+	})
 }
 
 // observeDeps wraps the peer openers so that every request is reported to

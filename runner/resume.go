@@ -16,7 +16,7 @@ func (e *exec) closeInterrupted(step store.Step, host string, keep int64, off bo
 	if !e.resumed {
 		return
 	}
-	actions, err := e.r.store.StepActions(e.db(), step.ID)
+	actions, err := e.jr.StepActions(e.db(), step.ID)
 	if err != nil {
 		e.log.Error("read actions", "err", err)
 		return
@@ -33,7 +33,7 @@ func (e *exec) closeInterrupted(step store.Step, host string, keep int64, off bo
 		results = append(results, r)
 	}
 	if len(results) > 0 {
-		if err := e.r.store.FinishActions(e.db(), results); err != nil {
+		if err := e.jr.Finish(results...); err != nil {
 			e.log.Error("finish interrupted actions", "err", err)
 		}
 	}

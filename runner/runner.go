@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/runner/internal/journal"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -35,6 +36,9 @@ type Runner struct {
 	log   *slog.Logger
 	deps  Deps
 	obs   Observer // may be nil
+	// journal writes every record of the jobs, and holds in memory what a
+	// store that cannot be written refuses (runner/internal/journal).
+	journal *journal.Journal
 
 	kick   chan struct{}
 	settle sync.Once
@@ -71,6 +75,11 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	}
 	opts.Deps.fill()
 	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	var jobs journal.Observer
+	if so, ok := opts.Observer.(StoreObserver); ok {
+		jobs = so
+	}
+	r.journal = journal.New(st, journal.Options{Logger: log, Observer: jobs})
 	countStops(&opts.Deps, &r.nova)
 	if opts.Observer != nil {
 		opts.Deps = observeDeps(opts.Deps, opts.Observer)
@@ -177,6 +186,9 @@ type exec struct {
 	ctx       context.Context
 	cancelled atomic.Bool
 	resumed   bool
+	// jr records the job's actions, steps, events and progress: in order,
+	// and held in memory while the store cannot be written.
+	jr journal.Job
 	// pool opens and keeps the SSH connections and BMC sessions of a
 	// shutdown ahead of need; nil for a simulation.
 	pool *connPool
@@ -199,7 +211,7 @@ func (e *exec) fail(format string, args ...any) {
 // Only outcomes count: a host's failed SSH power-off or BMC confirmation
 // that its escalation then made good is not a failure of the host.
 func (e *exec) failFromRecords(st store.Step, why string) {
-	as, err := e.r.store.StepActions(e.db(), st.ID)
+	as, err := e.jr.StepActions(e.db(), st.ID)
 	if err != nil {
 		e.log.Error("read step actions", "step", st.Name, "err", err)
 	}
@@ -238,15 +250,11 @@ func (e *exec) event(level, msg string, detail ...any) {
 	if len(detail) > 0 {
 		d = fmt.Sprint(detail...)
 	}
-	if err := e.r.store.AddEvent(e.db(), e.job.ID, level, msg, d); err != nil {
-		e.log.Error("add event", "err", err)
-	}
+	e.jr.Event(level, msg, d)
 }
 
 func (e *exec) progress(format string, args ...any) {
-	if err := e.r.store.SetCurrentStep(e.db(), e.job.ID, fmt.Sprintf(format, args...)); err != nil {
-		e.log.Error("set current step", "err", err)
-	}
+	e.jr.Progress(fmt.Sprintf(format, args...))
 }
 
 func (r *Runner) execute(parent context.Context, job store.Job) {
@@ -256,7 +264,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	if job.CancelRequested {
 		e.cancelled.Store(true)
 	}
-	if err := r.store.StartJob(e.db(), job.ID); err != nil {
+	if err := e.start(); err != nil {
 		e.log.Error("start job", "err", err)
 		return
 	}
@@ -287,7 +295,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		if e.stopping() {
 			break
 		}
-		st, err := r.store.EnsureStep(e.db(), job.ID, i+1, s.name)
+		st, err := e.jr.EnsureStep(e.db(), i+1, s.name)
 		if err != nil {
 			e.fail("step %s: %v", s.name, err)
 			e.log.Error("ensure step", "step", s.name, "err", err)
@@ -301,7 +309,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 			}
 			continue
 		}
-		if err := r.store.StartStep(e.db(), st.ID); err != nil {
+		if err := e.jr.StartStep(st.ID); err != nil {
 			e.log.Error("start step", "step", s.name, "err", err)
 		}
 		failuresBefore := e.failureCount()
@@ -325,7 +333,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 			}
 			state = store.StepCancelled
 		}
-		if err := r.store.FinishStep(e.db(), st.ID, state, detail, msg); err != nil {
+		if err := e.jr.FinishStep(st.ID, state, detail, msg); err != nil {
 			e.log.Error("finish step", "step", s.name, "err", err)
 		}
 		e.event(levelFor(state), fmt.Sprintf("step %s %s", s.name, state), detail)
@@ -379,30 +387,87 @@ func (r *Runner) finish(e *exec) {
 		selfActions = e.prepareSelf(selfHosts)
 	}
 	e.settleDeadline(state)
-	if err := r.store.SetCurrentStep(e.db(), e.job.ID, ""); err != nil {
-		e.log.Error("clear current step", "err", err)
-	}
+	e.jr.Progress("")
 	// The watcher would take our own final state for a preemption and
 	// cancel the job's context, under the self power-off that follows. A
 	// preemption from here on makes FinishJob answer !ok instead.
 	e.stopWatch()
-	ok, err := r.store.FinishJob(e.db(), e.job.ID, state, msg)
+	ok, held, err := e.finishJob(state, msg)
 	if err != nil {
 		e.log.Error("finish job", "err", err)
 		return
+	}
+	if held {
+		e.log.Error("job finished; its final state is held in memory until the store takes writes", "state", state, "error", msg)
+		e.jobFinishedHeld(state, msg)
 	}
 	if !ok {
 		e.log.Info("job was already final (cancelled or preempted)")
 		e.jobFinished()
 		return
 	}
-	e.log.Info("job finished", "state", state, "error", msg)
-	e.jobFinished()
+	if !held {
+		e.log.Info("job finished", "state", state, "error", msg)
+		e.jobFinished()
+	}
 	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
 		r.selfDownJob.Store(e.job.ID)
 		e.drainObservers()
 		e.powerOffSelf(selfHosts, selfActions)
 	}
+}
+
+// start opens the job's journal and moves the job to running. A start the
+// store cannot take now is held, and the job runs: the disk never stops a
+// shutdown.
+func (e *exec) start() error {
+	e.jr = e.r.journal.Job(e.job.ID)
+	_, err := e.jr.Call("job started", func(ctx context.Context) error { return e.r.store.StartJob(ctx, e.job.ID) })
+	return err
+}
+
+// finalWait bounds how long a job's final state waits for the records the
+// store refused (a full disk) to be written before it. The final state
+// should be on disk before this machine powers off, but the batteries do
+// not wait forever: after this, the final state is held in memory behind
+// the other records and the job ends anyway (docs/security.md).
+const finalWait = 30 * time.Second
+
+// finishJob writes the job's final state after every record before it.
+// held reports that the store could not take them within finalWait: the
+// final state then waits in memory, and ok is true.
+func (e *exec) finishJob(state store.State, msg string) (ok, held bool, err error) {
+	ctx, cancel := context.WithTimeout(e.db(), finalWait)
+	defer cancel()
+	if e.r.journal.Flush(ctx) != nil {
+		e.log.Error("records still not saved after the wait; the final state is held behind them", "waited", finalWait)
+	}
+	held, err = e.jr.Call(fmt.Sprintf("job %s: %s", state, msg), func(ctx context.Context) error {
+		var err error
+		ok, err = e.r.store.FinishJob(ctx, e.job.ID, state, msg)
+		return err
+	})
+	if held {
+		return true, true, nil
+	}
+	return ok, false, err
+}
+
+// UnsavedStep is the current_step to show for job jobID while the store
+// refuses its records: that they are not being saved, since when, and the
+// latest progress (held, or stored as given). ok is false when the job
+// has nothing held.
+func (r *Runner) UnsavedStep(jobID int64, stored string) (text string, ok bool) {
+	u, ok := r.journal.Unsaved(jobID)
+	if !ok {
+		return "", false
+	}
+	text = fmt.Sprintf("Records not being saved (%s) since %s: %d held in memory and in the service log",
+		u.Reason(), store.FormatTime(u.Since), u.Records)
+	if p := cmp.Or(u.Progress, stored); p != "" {
+		text += "; " + p
+	}
+	return text, true
 }
 
 // PoweringOffSelf reports the shutdown job that is powering off the machine

@@ -39,7 +39,7 @@ func (e *exec) storageCheck(step store.Step) (store.StepState, string, error) {
 		return store.StepFailed, "", fmt.Errorf("storage host %s not configured", hostName)
 	}
 	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: hostName, Operation: "check-storage-health"}
-	a, err := e.r.store.BeginAction(e.db(), key, st.HealthCommand)
+	a, err := e.jr.Begin(key, st.HealthCommand)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
 	}
@@ -67,7 +67,7 @@ const storageParallel = 32
 // because the hosts must still go down.
 func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 	plan := e.r.cfg.Storage.Plan()
-	prior, err := e.r.store.StepActions(e.db(), step.ID)
+	prior, err := e.jr.StepActions(e.db(), step.ID)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
@@ -168,7 +168,7 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 		wg.Wait()
 		rec.wait() // before anything else writes progress
 		if len(skipped) > 0 {
-			if err := e.r.store.FinishActions(e.db(), skipped); err != nil {
+			if err := e.jr.Finish(skipped...); err != nil {
 				e.log.Error("finish skipped storage actions", "err", err)
 			}
 		}

@@ -55,7 +55,7 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) {
 	e.progress("Checking OpenStack: authenticating and listing servers")
 	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "openstack", Target: e.r.cfg.OpenStack.Cloud, Operation: "check-list-servers"}
-	a, err := e.r.store.BeginAction(e.db(), key, "")
+	a, err := e.jr.Begin(key, "")
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
 	}
@@ -114,7 +114,7 @@ func (p vmPlan) summary() string {
 }
 
 func (e *exec) finishAction(id int64, state store.ActionState, detail, errMsg string) {
-	if err := e.r.store.FinishAction(e.db(), id, state, detail, errMsg); err != nil {
+	if err := e.jr.Finish(store.ActionResult{ID: id, State: state, Detail: detail, Error: errMsg}); err != nil {
 		e.log.Error("finish action", "action_id", id, "err", err)
 	}
 }
@@ -218,7 +218,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	defer func() { markFirst(); <-progressed }()
 
 	// Read while the first page is in flight.
-	prior, err := e.r.store.StepActions(e.db(), step.ID)
+	prior, err := e.jr.StepActions(e.db(), step.ID)
 	if err != nil {
 		stopListing()
 		<-listed
@@ -272,7 +272,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	// Written after the os-stops are out: nothing waits on these rows, and
 	// the stops should not wait on them.
 	if len(rec.recs) > 0 {
-		if _, err := e.r.store.RecordActions(e.db(), rec.recs); err != nil {
+		if err := e.jr.Record(rec.recs); err != nil {
 			e.log.Error("record vm actions", "count", len(rec.recs), "err", err)
 		}
 	}
@@ -379,7 +379,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			}
 		}
 		if len(results) > 0 {
-			if err := e.r.store.FinishActions(e.db(), results); err != nil {
+			if err := e.jr.Finish(results...); err != nil {
 				e.log.Error("finish vm actions", "err", err)
 			}
 		}
@@ -405,7 +405,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionFailed, Error: msg})
 			e.fail("vm %s (%s): %s", v.server.Name, v.server.ID, msg)
 		}
-		if err := e.r.store.FinishActions(e.db(), results); err != nil {
+		if err := e.jr.Finish(results...); err != nil {
 			e.log.Error("finish vm actions", "err", err)
 		}
 		if !e.cancelled.Load() {
@@ -435,13 +435,13 @@ func (e *exec) closeUnlisted(prior []store.Action, seen map[string]bool) {
 	if len(results) == 0 {
 		return
 	}
-	if err := e.r.store.FinishActions(e.db(), results); err != nil {
+	if err := e.jr.Finish(results...); err != nil {
 		e.log.Error("finish unlisted vm actions", "err", err)
 	}
 }
 
 func (e *exec) vmStepResult(step store.Step, plan vmPlan) (store.StepState, string, error) {
-	actions, err := e.r.store.StepActions(e.db(), step.ID)
+	actions, err := e.jr.StepActions(e.db(), step.ID)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
@@ -596,7 +596,7 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 			for i, s := range list {
 				keys[i] = vmKey(r.e, r.step, s)
 			}
-			actions, err := r.e.r.store.BeginActions(r.e.db(), keys, "sending os-stop")
+			actions, err := r.e.jr.BeginBatch(keys, "sending os-stop")
 			out <- stopBatch{servers: list, actions: actions, err: err}
 			firstDone()
 			if err != nil {
@@ -650,7 +650,7 @@ func (e *exec) applyStopResults(rs []stopResult, pending map[string]*vmState) {
 		}
 	}
 	if len(results) > 0 {
-		if err := e.r.store.FinishActions(e.db(), results); err != nil {
+		if err := e.jr.Finish(results...); err != nil {
 			e.log.Error("finish vm actions", "err", err)
 		}
 	}

@@ -202,41 +202,50 @@ func (s *Store) RecordActions(ctx context.Context, recs []ActionRecord) ([]Actio
 			return nil, fmt.Errorf("record action: %q is not a final state", r.State)
 		}
 	}
-	out := make([]Action, 0, len(recs))
+	var out []Action
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		ts := formatTime(now)
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO actions
-			(job_id, step_id, target_kind, target, target_id, operation, state, attempts, detail, error,
-			 started_at, finished_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (step_id, target_kind, target_id, target, operation) DO UPDATE SET
-				state = excluded.state, attempts = attempts + excluded.attempts,
-				detail = excluded.detail, error = excluded.error,
-				started_at = COALESCE(started_at, excluded.started_at),
-				finished_at = excluded.finished_at, updated_at = excluded.updated_at
-			RETURNING `+actionColumns)
-		if err != nil {
-			return fmt.Errorf("prepare: %w", err)
-		}
-		defer stmt.Close()
-		for _, r := range recs {
-			attempt := 1
-			if r.State == ActionSkipped {
-				attempt = 0
-			}
-			k := r.Key
-			a, err := scanAction(stmt.QueryRowContext(ctx,
-				k.JobID, k.StepID, k.TargetKind, k.Target, k.TargetID, k.Operation, r.State, attempt, r.Detail, r.Error,
-				ts, ts, ts))
-			if err != nil {
-				return fmt.Errorf("record action %s %s %s: %w", k.Operation, k.TargetKind, k.Target, notFoundIfFK(err))
-			}
-			out = append(out, a)
-		}
-		return nil
+		var err error
+		out, err = recordActions(ctx, tx, now, recs)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// recordActions is RecordActions inside tx; the states are final (checked
+// by the callers).
+func recordActions(ctx context.Context, tx *sql.Tx, now time.Time, recs []ActionRecord) ([]Action, error) {
+	ts := formatTime(now)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO actions
+		(job_id, step_id, target_kind, target, target_id, operation, state, attempts, detail, error,
+		 started_at, finished_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (step_id, target_kind, target_id, target, operation) DO UPDATE SET
+			state = excluded.state, attempts = attempts + excluded.attempts,
+			detail = excluded.detail, error = excluded.error,
+			started_at = COALESCE(started_at, excluded.started_at),
+			finished_at = excluded.finished_at, updated_at = excluded.updated_at
+		RETURNING `+actionColumns)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	defer stmt.Close()
+	out := make([]Action, 0, len(recs))
+	for _, r := range recs {
+		attempt := 1
+		if r.State == ActionSkipped {
+			attempt = 0
+		}
+		k := r.Key
+		a, err := scanAction(stmt.QueryRowContext(ctx,
+			k.JobID, k.StepID, k.TargetKind, k.Target, k.TargetID, k.Operation, r.State, attempt, r.Detail, r.Error,
+			ts, ts, ts))
+		if err != nil {
+			return nil, fmt.Errorf("record action %s %s %s: %w", k.Operation, k.TargetKind, k.Target, notFoundIfFK(err))
+		}
+		out = append(out, a)
 	}
 	return out, nil
 }

@@ -22,9 +22,16 @@ type EventRecord struct {
 // same time (the hosts of a group powering off in parallel): one transaction,
 // one fsync, instead of one each behind the single writer.
 type Batch struct {
-	JobID  int64
+	JobID int64
+	// At is when the records were made; zero means now. Records the store
+	// refused for a while (a full disk) are written later with their own
+	// time, so the audit shows when each thing happened.
+	At     time.Time
 	Finish []ActionResult
 	Begin  []ActionBegin
+	// Record creates or updates actions directly in a final state, as
+	// RecordActions does.
+	Record []ActionRecord
 	Events []EventRecord
 	// CurrentStep, when set, replaces the job's current_step.
 	CurrentStep *string
@@ -32,21 +39,27 @@ type Batch struct {
 
 // Empty reports whether b writes nothing.
 func (b Batch) Empty() bool {
-	return len(b.Finish) == 0 && len(b.Begin) == 0 && len(b.Events) == 0 && b.CurrentStep == nil
+	return len(b.Finish) == 0 && len(b.Begin) == 0 && len(b.Record) == 0 && len(b.Events) == 0 && b.CurrentStep == nil
 }
 
 // WriteBatch writes b in one transaction: the finished actions, the begun
 // ones (as BeginActions does: created or marked running with one more
-// attempt), the events in order, then the current step. It returns the
-// begun actions in b.Begin's order. Any failure rolls the whole batch back.
+// attempt), the recorded ones (as RecordActions), the events in order, then
+// the current step. It returns the begun actions in b.Begin's order. Any
+// failure rolls the whole batch back.
 func (s *Store) WriteBatch(ctx context.Context, b Batch) ([]Action, error) {
 	for _, r := range b.Finish {
 		if !r.State.Final() {
 			return nil, fmt.Errorf("write batch: action %d: %q is not a final state", r.ID, r.State)
 		}
 	}
+	for _, r := range b.Record {
+		if !r.State.Final() {
+			return nil, fmt.Errorf("write batch: record action: %q is not a final state", r.State)
+		}
+	}
 	out := make([]Action, 0, len(b.Begin))
-	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
+	err := s.updateAt(ctx, b.At, true, func(tx *sql.Tx, now time.Time) error {
 		ts := formatTime(now)
 		if len(b.Finish) > 0 {
 			stmt, err := tx.PrepareContext(ctx, finishActionSQL)
@@ -78,6 +91,11 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) ([]Action, error) {
 					return fmt.Errorf("begin action %s %s %s: %w", k.Operation, k.TargetKind, k.Target, notFoundIfFK(err))
 				}
 				out = append(out, act)
+			}
+		}
+		if len(b.Record) > 0 {
+			if _, err := recordActions(ctx, tx, now, b.Record); err != nil {
+				return err
 			}
 		}
 		for _, ev := range b.Events {

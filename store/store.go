@@ -179,12 +179,22 @@ func (s *Store) Ping(ctx context.Context) error {
 // update runs fn in one IMMEDIATE transaction on the writer with a single
 // timestamp, commits, and wakes subscribers when notify is set.
 func (s *Store) update(ctx context.Context, notify bool, fn func(tx *sql.Tx, now time.Time) error) error {
+	return s.updateAt(ctx, time.Time{}, notify, fn)
+}
+
+// updateAt is update with the transaction's timestamp given: at is when the
+// records were made, for records written late (runner/internal/journal
+// holds what a full disk refused); zero means now.
+func (s *Store) updateAt(ctx context.Context, at time.Time, notify bool, fn func(tx *sql.Tx, now time.Time) error) error {
+	if at.IsZero() {
+		at = s.now()
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	defer tx.Rollback()
-	if err := fn(tx, s.now().UTC().Truncate(time.Microsecond)); err != nil {
+	if err := fn(tx, at.UTC().Truncate(time.Microsecond)); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -269,6 +279,25 @@ func affected(res sql.Result) error {
 		return ErrNotFound
 	}
 	return nil
+}
+
+// Unwritable reports whether err says that the database could not take a
+// write at all (disk full, read-only file system, I/O error, locked,
+// corrupt, out of memory), as opposed to a write that is wrong in itself (a
+// missing row, a constraint): the same write may succeed later, unchanged.
+// The runner holds such records in memory instead of giving up on them.
+func Unwritable(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM,
+		sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOTADB:
+		return true
+	}
+	return false
 }
 
 // notFoundIfFK turns a foreign key violation (a job or step that does not
