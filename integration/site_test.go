@@ -211,7 +211,7 @@ func startSite(t *testing.T, spec siteSpec) *site {
 	}()
 	select {
 	case <-settled:
-	case <-time.After(10 * time.Second):
+	case <-time.After(scaled(10 * time.Second)):
 		t.Fatal("runner did not settle")
 	}
 	t.Cleanup(func() {
@@ -234,12 +234,18 @@ func (s *site) write(name, body string, mode os.FileMode) string {
 	return p
 }
 
+// durOr is a test's own timeout when it sets one (the budget it means to
+// reach), else def scaled by timeScale (a budget it means never to reach).
 func durOr(d, def time.Duration) time.Duration {
 	if d == 0 {
-		return def
+		return scaled(def)
 	}
 	return d
 }
+
+// scaled is a budget that a test expects never to reach, stretched by
+// timeScale (see race_on.go).
+func scaled(d time.Duration) time.Duration { return d * timeScale }
 
 // configYAML is shutdownd.yaml as an operator writes it: relative paths next
 // to the file, defaults in ssh and bmc, per-host overrides.
@@ -253,8 +259,8 @@ func (s *site) configYAML() string {
   concurrency: 4
   stop_timeout: %s
   poll_interval: 100ms
-  request_timeout: 5s
-`, durOr(sp.stopTimeout, 10*time.Second))
+  request_timeout: %s
+`, durOr(sp.stopTimeout, 10*time.Second), scaled(5*time.Second))
 	if len(sp.exclude) > 0 {
 		b.WriteString("  exclude:\n")
 		for _, x := range sp.exclude {
@@ -272,18 +278,18 @@ func (s *site) configYAML() string {
 	} else {
 		b.WriteString("storage:\n  type: none\n")
 	}
-	b.WriteString(`ssh:
+	fmt.Fprintf(&b, `ssh:
   user: root
   key_file: id_ed25519
   known_hosts: known_hosts
-  connect_timeout: 2s
-  command_timeout: 5s
+  connect_timeout: %s
+  command_timeout: %s
   poweroff_command: systemctl poweroff
 bmc:
   protocol: redfish
   user: admin
   password_file: bmc-password
-`)
+`, scaled(2*time.Second), scaled(5*time.Second))
 	fmt.Fprintf(&b, "timeouts:\n  host_off: %s\n  bmc_soft_off: %s\n  bmc_hard_off: %s\n  bmc_poll_interval: 100ms\n",
 		durOr(sp.hostOff, 3*time.Second), durOr(sp.bmcSoftOff, 2*time.Second), durOr(sp.bmcHardOff, 3*time.Second))
 	b.WriteString("hosts:\n")
@@ -302,7 +308,7 @@ bmc:
 
 // jobTimeout bounds every job of the package: the slowest scenario needs a
 // few seconds, so anything near this is a hang.
-const jobTimeout = 60 * time.Second
+var jobTimeout = scaled(60 * time.Second)
 
 // result is everything shutdownd recorded about one job.
 type result struct {
@@ -538,6 +544,7 @@ func (s *site) assertNothingChanged(t *testing.T) {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = scaled(d)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
