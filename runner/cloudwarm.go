@@ -104,10 +104,6 @@ func (r *retryRoute) call(op string, attempt int, err error) {
 	}
 }
 
-// tokenExpiry is what a Cloud that knows its token's expiry offers
-// (*openstack.Client, through the wrappers that embed it).
-type tokenExpiry interface{ TokenExpiresAt() time.Time }
-
 // CloudLogin returns the health of the OpenStack login.
 func (r *Runner) CloudLogin() CloudLogin {
 	r.warm.mu.Lock()
@@ -200,9 +196,7 @@ func (r *Runner) cloudLogin(ctx context.Context, onRetry func(op string, attempt
 
 // tokenSchedule is when c's token expires and when to renew it.
 func tokenSchedule(c Cloud, now time.Time) (expires, renewAt time.Time) {
-	if te, ok := c.(tokenExpiry); ok {
-		expires = te.TokenExpiresAt()
-	}
+	expires = c.TokenExpiresAt()
 	if expires.IsZero() {
 		return now.Add(tokenUnknownLife), now.Add(tokenUnknownLife)
 	}
@@ -301,10 +295,8 @@ func loginDetail(c Cloud, o config.OpenStack) string {
 	if o.Source == config.SourceOpenrc {
 		s = "login ok with the openrc variables"
 	}
-	if te, ok := c.(tokenExpiry); ok {
-		if exp := te.TokenExpiresAt(); !exp.IsZero() {
-			s += ", token valid until " + exp.Format(time.RFC3339)
-		}
+	if exp := c.TokenExpiresAt(); !exp.IsZero() {
+		s += ", token valid until " + exp.Format(time.RFC3339)
 	}
 	return s
 }

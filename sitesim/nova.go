@@ -326,6 +326,13 @@ func (n *Nova) SetPassword(p string) {
 	n.mu.Unlock()
 }
 
+// SetTokenTTL changes the lifetime of the tokens issued from now on.
+func (n *Nova) SetTokenTTL(d time.Duration) {
+	n.mu.Lock()
+	n.opts.TokenTTL = d
+	n.mu.Unlock()
+}
+
 // Logins returns every authentication request received (password,
 // application credential or token method), oldest first.
 func (n *Nova) Logins() []Login {
@@ -760,9 +767,9 @@ func (n *Nova) createToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := time.Now().UTC()
-	tok := novaToken{projectID: projectID, issued: now, expires: now.Add(n.opts.TokenTTL)}
 	secret := "gAAAAA" + novaRandomHex(32)
 	n.mu.Lock()
+	tok := novaToken{projectID: projectID, issued: now, expires: now.Add(n.opts.TokenTTL)}
 	n.tokens[secret] = tok
 	n.auths++
 	n.mu.Unlock()
