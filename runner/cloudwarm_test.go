@@ -211,4 +211,3 @@ func TestSimulationWithoutOpenStackWarnsThatHostsGoDownUnderRunningVMs(t *testin
 		t.Errorf("%d Keystone logins, health %+v, without OpenStack", n, r.CloudLogin())
 	}
 }
-
