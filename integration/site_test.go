@@ -53,6 +53,10 @@ type siteSpec struct {
 	nova  sitesim.NovaOptions
 	// cloudsPassword replaces the password in clouds.yaml (wrong password).
 	cloudsPassword string
+	// openrc leaves the cloud out of the openstack section and sets the
+	// openrc variables instead (the application credential's when
+	// nova.AppCredentialSecret is set). Such a test cannot be parallel.
+	openrc bool
 	exclude        []string
 	// storageAdmin names the Ceph admin host; empty means storage type none.
 	storageAdmin string
@@ -125,6 +129,12 @@ func startSite(t *testing.T, spec siteSpec) *site {
 		clouds = strings.Replace(clouds, "password: sim-secret", "password: "+spec.cloudsPassword, 1)
 	}
 	s.write("clouds.yaml", clouds, 0o600)
+	if spec.openrc {
+		t.Setenv("OS_CLOUD", "")
+		for k, v := range s.nova.OpenrcEnv(spec.nova.AppCredentialSecret != "") {
+			t.Setenv(k, v)
+		}
+	}
 
 	signer, keyPEM, err := sitesim.GenerateKey()
 	if err != nil {
@@ -253,10 +263,11 @@ func (s *site) configYAML() string {
 	sp := s.spec
 	var b strings.Builder
 	b.WriteString("listen: 127.0.0.1:8080\ndatabase: shutdownd.db\n")
-	fmt.Fprintf(&b, `openstack:
-  cloud: edge
-  clouds_file: clouds.yaml
-  concurrency: 4
+	b.WriteString("openstack:\n")
+	if !sp.openrc {
+		b.WriteString("  cloud: edge\n  clouds_file: clouds.yaml\n")
+	}
+	fmt.Fprintf(&b, `  concurrency: 4
   stop_timeout: %s
   poll_interval: 100ms
   request_timeout: %s
