@@ -56,8 +56,8 @@ type siteSpec struct {
 	// openrc leaves the cloud out of the openstack section and sets the
 	// openrc variables instead (the application credential's when
 	// nova.AppCredentialSecret is set). Such a test cannot be parallel.
-	openrc bool
-	exclude        []string
+	openrc  bool
+	exclude []string
 	// storageAdmin names the Ceph admin host; empty means storage type none.
 	storageAdmin string
 	stopTimeout  time.Duration
