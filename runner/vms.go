@@ -152,6 +152,21 @@ var listPageSizes = []int{250, 0}
 // found it while the first page is listed (see openstackStop).
 const firstProgressWait = 100 * time.Millisecond
 
+// cloudForStop is the kept client when its token is good (warm), else a
+// login now, whatever the background's backoff says, announced first (it
+// may take retries). release ends the routing of retries to this job.
+func (e *exec) cloudForStop() (c Cloud, warm bool, release func(), err error) {
+	if c, release = e.r.takeCloud(e.retryEvent); c != nil {
+		return c, true, release, nil
+	}
+	e.progress("Stopping OpenStack VMs: authenticating and listing servers")
+	if c, release, err = e.openCloudFor(); err != nil {
+		e.fail("openstack: %v", err)
+		return nil, false, nil, err
+	}
+	return c, false, release, nil
+}
+
 // openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
 // polling the server list (one request per poll for all servers, never one
 // GET per VM). It stops the servers of the first page while the next pages
@@ -159,19 +174,11 @@ const firstProgressWait = 100 * time.Millisecond
 // already SHUTOFF and stops what is still on.
 func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	cfg := e.r.cfg.OpenStack
-	// The client authenticated ahead, if there is one; else authenticate
-	// now, saying so first (it may take retries).
-	cloud, release := e.r.takeCloud(e.retryEvent)
-	defer func() { release() }()
-	warm := cloud != nil
-	if !warm {
-		e.progress("Stopping OpenStack VMs: authenticating and listing servers")
-		var err error
-		if cloud, release, err = e.openCloudFor(); err != nil {
-			e.fail("openstack: %v", err)
-			return store.StepFailed, "", err
-		}
+	cloud, warm, release, err := e.cloudForStop()
+	if err != nil {
+		return store.StepFailed, "", err
 	}
+	defer release()
 
 	// The listing runs on its own goroutine and hands over each page; the
 	// recorder below takes them as they come.
