@@ -7,9 +7,15 @@ GO       ?= go
 BIN      := bin/shutdownd
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-DEB_PKGS := openssh-server ipmitool openipmi chromium
-# tool -> Debian package providing it
-TOOLS    := /usr/sbin/sshd:openssh-server /usr/bin/ipmitool:ipmitool /usr/bin/ipmi_sim:openipmi /usr/bin/chromium:chromium
+DEB_PKGS := openssh-server ipmitool openipmi chromium nut-server nut-client
+# tool -> Debian package providing it. For NUT the daemons themselves are
+# listed: /usr/sbin/upsd is a wrapper that exits 0 without starting anything
+# while /etc/nut/nut.conf says MODE=none (the package default), so tests run
+# /lib/nut/upsd and the dummy-ups driver with their own configuration. upsmon
+# (nut-client) is never run by a test: it is the program that powers a
+# machine off.
+TOOLS    := /usr/sbin/sshd:openssh-server /usr/bin/ipmitool:ipmitool /usr/bin/ipmi_sim:openipmi /usr/bin/chromium:chromium \
+	/lib/nut/upsd:nut-server /lib/nut/dummy-ups:nut-server /usr/bin/upsc:nut-client
 
 export CGO_ENABLED = 0
 
@@ -40,7 +46,10 @@ tools:
 deps:
 	$(GO) mod download
 
+# vet also fails on an untidy go.mod (a direct dependency marked
+# "// indirect", a missing or unused requirement, a stale go.sum).
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 

@@ -77,12 +77,21 @@ type TLS struct {
 	CertFile, KeyFile string
 }
 
-// OpenStack configures the VM step. Cloud == "" means the site has no
-// OpenStack (the openstack section was omitted) and the VM step is skipped;
-// the other fields still carry their defaults so callers never see zeros.
+// OpenStack configures the VM step. Source == "" means the site has no
+// OpenStack (the openstack section was omitted) and the VM step is skipped
+// (see Enabled); the other fields still carry their defaults so callers
+// never see zeros.
 type OpenStack struct {
-	// Cloud is the entry of clouds.yaml to use.
+	// Source says where the credentials come from: SourceConfig or
+	// SourceOSCloud (a clouds.yaml entry, Cloud), SourceOpenrc (the OS_*
+	// variables, Openrc), or "" (no OpenStack).
+	Source string
+	// Cloud is the entry of clouds.yaml to use; empty with SourceOpenrc.
 	Cloud string
+	// Openrc is what the openrc variables said when the configuration was
+	// read, without the secret, for check-config; the login reads the
+	// variables itself. Nil unless Source is SourceOpenrc.
+	Openrc *Openrc
 	// CloudsFile is an explicit clouds.yaml; empty means the standard search
 	// (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/, /etc/openstack/).
 	CloudsFile     string
@@ -92,6 +101,38 @@ type OpenStack struct {
 	RequestTimeout time.Duration
 	// Exclude lists VM names or IDs that are never stopped.
 	Exclude []string
+}
+
+// Where the OpenStack credentials come from (OpenStack.Source).
+const (
+	SourceConfig  = "config"   // openstack.cloud names a clouds.yaml entry
+	SourceOSCloud = "OS_CLOUD" // OS_CLOUD names it, the section does not
+	SourceOpenrc  = "openrc"   // no cloud anywhere: the OS_* variables
+)
+
+// Enabled reports whether the site has OpenStack: the openstack section is
+// present. Without it the VM step is skipped. A configuration built in code
+// with a Cloud and no Source (tests, the demo) has OpenStack too.
+func (o OpenStack) Enabled() bool { return o.Source != "" || o.Cloud != "" }
+
+// Name is how the cloud is named in actions and logs: the clouds.yaml entry,
+// or "openrc".
+func (o OpenStack) Name() string {
+	if o.Source == SourceOpenrc {
+		return SourceOpenrc
+	}
+	return o.Cloud
+}
+
+// Openrc is the non-secret part of the openrc variables.
+type Openrc struct {
+	AuthURL string // with any password in it removed
+	// User is OS_USERNAME or OS_USER_ID; UserDomain and ProjectDomain are
+	// the *_DOMAIN_NAME or *_DOMAIN_ID (falling back to OS_DOMAIN_*).
+	User, UserDomain, Project, ProjectDomain, Region string
+	// AppCredential is OS_APPLICATION_CREDENTIAL_ID (or _NAME): the login
+	// uses the application credential instead of a password.
+	AppCredential string
 }
 
 // Storage types.

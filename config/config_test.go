@@ -90,7 +90,7 @@ func TestLoadFull(t *testing.T) {
 		Listen:   "127.0.0.1:9090",
 		Database: filepath.Join(dir, "data/shutdownd.db"),
 		OpenStack: OpenStack{
-			Cloud: "edge", CloudsFile: filepath.Join(dir, "clouds.yaml"), Concurrency: 8,
+			Source: SourceConfig, Cloud: "edge", CloudsFile: filepath.Join(dir, "clouds.yaml"), Concurrency: 8,
 			StopTimeout: 4 * time.Minute, PollInterval: 2 * time.Second, RequestTimeout: 30 * time.Second,
 			Exclude: []string{"router-vm", "0f1e2d3c"},
 		},
@@ -172,6 +172,7 @@ func TestDefaults(t *testing.T) {
 func TestOpenStackOmittedOrEmpty(t *testing.T) {
 	dir := site(t)
 	t.Setenv("OS_CLOUD", "")
+	t.Setenv("OS_AUTH_URL", "")
 	c, err := parseIn(t, dir, base)
 	if err != nil || c.OpenStack.Cloud != "" {
 		t.Fatalf("omitted: %v, Cloud %q; want no OpenStack", err, c.OpenStack.Cloud)

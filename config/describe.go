@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,24 +29,7 @@ func (c *Config) Describe(w io.Writer) {
 	p("Service: listen %s (%s), database %s, metrics %s", c.Listen, mode, c.Database, metricsText(c.Metrics.Access))
 	p("")
 
-	o := c.OpenStack
-	if o.Cloud == "" {
-		p("Step 1: OpenStack VMs: skipped (no openstack section)")
-	} else {
-		src := "standard clouds.yaml search"
-		if o.CloudsFile != "" {
-			src = o.CloudsFile
-		}
-		p("Step 1: OpenStack VMs")
-		p("  cloud %q from %s", o.Cloud, src)
-		p("  os-stop every ACTIVE or ERROR server of all projects, %d at a time", o.Concurrency)
-		p("  wait up to %s for SHUTOFF, polling every %s (requests time out after %s)", dur(o.StopTimeout), dur(o.PollInterval), dur(o.RequestTimeout))
-		if len(o.Exclude) > 0 {
-			p("  never stopped: %s", strings.Join(o.Exclude, ", "))
-		} else {
-			p("  never stopped: (none)")
-		}
-	}
+	warnings = append(warnings, c.describeOpenStack(p)...)
 	p("")
 
 	s := c.Storage
@@ -116,6 +100,77 @@ func (c *Config) Describe(w io.Writer) {
 			p("  - %s", m)
 		}
 	}
+}
+
+// NoOpenStackWarning is what check-config and a simulation say about a
+// configuration without an openstack section.
+const NoOpenStackWarning = "no openstack section: the VM step is skipped, so hosts will be powered off under running VMs"
+
+// describeOpenStack prints step 1 with where its credentials come from
+// (never the password), and returns its warnings.
+func (c *Config) describeOpenStack(p func(string, ...any)) (warnings []string) {
+	o := c.OpenStack
+	if !o.Enabled() {
+		p("Step 1: OpenStack VMs: skipped (no openstack section)")
+		w := NoOpenStackWarning
+		if set := setOpenStackVars(); set != "" {
+			w += " (" + set + " set in the environment, but not used without the section)"
+		}
+		return []string{w}
+	}
+	p("Step 1: OpenStack VMs")
+	switch o.Source {
+	case SourceOpenrc:
+		rc := o.Openrc
+		p("  credentials: openrc variables (no cloud configured and no OS_CLOUD), Keystone %s", rc.AuthURL)
+		if rc.AppCredential != "" {
+			p("  application credential %s, secret from OS_APPLICATION_CREDENTIAL_SECRET", rc.AppCredential)
+		} else {
+			p("  user %s (domain %s), project %s (domain %s), password from OS_PASSWORD",
+				rc.User, orNone(rc.UserDomain), orNone(rc.Project), orNone(rc.ProjectDomain))
+		}
+		if rc.Region != "" {
+			p("  region %s", rc.Region)
+		}
+	default:
+		src := "the standard clouds.yaml search"
+		if o.CloudsFile != "" {
+			src = o.CloudsFile
+		}
+		how := "openstack.cloud"
+		if o.Source == SourceOSCloud {
+			how = "OS_CLOUD"
+		}
+		p("  credentials: clouds.yaml, cloud %q (named by %s) from %s", o.Cloud, how, src)
+	}
+	p("  login: one Keystone token, renewed shortly before it expires; after a failed login the next")
+	p("  waits 5m, doubling up to 1h; a shutdown or a simulation logs in at once (health in /metrics)")
+	p("  os-stop every ACTIVE or ERROR server of all projects, %d at a time", o.Concurrency)
+	p("  wait up to %s for SHUTOFF, polling every %s (requests time out after %s)", dur(o.StopTimeout), dur(o.PollInterval), dur(o.RequestTimeout))
+	if len(o.Exclude) > 0 {
+		p("  never stopped: %s", strings.Join(o.Exclude, ", "))
+	} else {
+		p("  never stopped: (none)")
+	}
+	return nil
+}
+
+// setOpenStackVars names the OpenStack variables set in the environment.
+func setOpenStackVars() string {
+	var set []string
+	for _, k := range []string{"OS_CLOUD", "OS_AUTH_URL"} {
+		if os.Getenv(k) != "" {
+			set = append(set, k)
+		}
+	}
+	return strings.Join(set, " and ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
 }
 
 func (c *Config) hostLine(w io.Writer, h Host) {

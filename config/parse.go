@@ -238,21 +238,8 @@ func (d *decoder) openstack(e entry, c *Config) {
 	if m == nil {
 		return // not a mapping: reported
 	}
-	// An empty section is not "no OpenStack": it names the cloud through
-	// OS_CLOUD or is an error. Silently skipping the VM step would power
-	// hosts off under running VMs.
+	d.openstackSource(e, m, &c.OpenStack)
 	o := &c.OpenStack
-	if ce, ok := m["cloud"]; ok {
-		if s, ok := d.nonEmpty(ce.val, "openstack.cloud"); ok {
-			o.Cloud = s
-		}
-	} else if env := os.Getenv("OS_CLOUD"); env != "" {
-		// As in the OpenStack CLI: OS_CLOUD names the cloud when the
-		// configuration does not (an explicit cloud always wins).
-		o.Cloud = env
-	} else {
-		d.fail(e.key, "openstack.cloud", "required when the openstack section is present, or set OS_CLOUD (leave the section out on a site without OpenStack)")
-	}
 	if e, ok := m["clouds_file"]; ok {
 		// clouds.yaml usually holds the OpenStack password: a secret file.
 		o.CloudsFile = d.path(e.val, "openstack.clouds_file", true)

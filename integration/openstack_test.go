@@ -195,3 +195,40 @@ func TestIntegrationWrongKeystonePasswordFailsSimulationNamingOpenStackAuth(t *t
 	}
 	s.assertNothingChanged(t)
 }
+
+// With no cloud configured and no OS_CLOUD, the openrc variables of an
+// application credential are the credentials: the simulation logs in with
+// them and says so, and the shutdown stops every VM. Not parallel: it sets
+// the environment.
+func TestIntegrationOpenrcApplicationCredentialSimulatesAndShutsDown(t *testing.T) {
+	const secret = "Int-AppCred-Secret-5"
+	s := startSite(t, siteSpec{hosts: oneHost(), vms: mixedVMs(), openrc: true,
+		nova: sitesim.NovaOptions{AppCredentialID: "ac-int", AppCredentialSecret: secret}})
+	if s.cfg.OpenStack.Source != "openrc" {
+		t.Fatalf("source %q, want openrc", s.cfg.OpenStack.Source)
+	}
+	sim := s.simulate()
+	if sim.job.State != store.StateSucceeded {
+		t.Fatalf("simulation %s:\n%s", sim.job.State, sim.dump())
+	}
+	if a := sim.action(t, "openstack", "openrc", "check-list-servers"); !strings.Contains(a.Detail, "login ok with the openrc variables") {
+		t.Errorf("check detail %q", a.Detail)
+	}
+	r := s.shutdown()
+	if r.job.State != store.StateSucceeded {
+		t.Fatalf("shutdown %s:\n%s", r.job.State, r.dump())
+	}
+	for _, vm := range s.nova.Servers() {
+		if vm.Status != "SHUTOFF" {
+			t.Errorf("%s is %s", vm.Name, vm.Status)
+		}
+	}
+	for _, l := range s.nova.Logins() {
+		if l.Method != "application_credential" || !l.OK {
+			t.Errorf("login %+v, want application credentials only", l)
+		}
+	}
+	if strings.Contains(s.logs.String(), secret) {
+		t.Error("the service log holds the application credential secret")
+	}
+}

@@ -53,7 +53,11 @@ type siteSpec struct {
 	nova  sitesim.NovaOptions
 	// cloudsPassword replaces the password in clouds.yaml (wrong password).
 	cloudsPassword string
-	exclude        []string
+	// openrc leaves the cloud out of the openstack section and sets the
+	// openrc variables instead (the application credential's when
+	// nova.AppCredentialSecret is set). Such a test cannot be parallel.
+	openrc  bool
+	exclude []string
 	// storageAdmin names the Ceph admin host; empty means storage type none.
 	storageAdmin string
 	stopTimeout  time.Duration
@@ -125,6 +129,12 @@ func startSite(t *testing.T, spec siteSpec) *site {
 		clouds = strings.Replace(clouds, "password: sim-secret", "password: "+spec.cloudsPassword, 1)
 	}
 	s.write("clouds.yaml", clouds, 0o600)
+	if spec.openrc {
+		t.Setenv("OS_CLOUD", "")
+		for k, v := range s.nova.OpenrcEnv(spec.nova.AppCredentialSecret != "") {
+			t.Setenv(k, v)
+		}
+	}
 
 	signer, keyPEM, err := sitesim.GenerateKey()
 	if err != nil {
@@ -211,7 +221,7 @@ func startSite(t *testing.T, spec siteSpec) *site {
 	}()
 	select {
 	case <-settled:
-	case <-time.After(10 * time.Second):
+	case <-time.After(scaled(10 * time.Second)):
 		t.Fatal("runner did not settle")
 	}
 	t.Cleanup(func() {
@@ -234,12 +244,18 @@ func (s *site) write(name, body string, mode os.FileMode) string {
 	return p
 }
 
+// durOr is a test's own timeout when it sets one (the budget it means to
+// reach), else def scaled by timeScale (a budget it means never to reach).
 func durOr(d, def time.Duration) time.Duration {
 	if d == 0 {
-		return def
+		return scaled(def)
 	}
 	return d
 }
+
+// scaled is a budget that a test expects never to reach, stretched by
+// timeScale (see race_on.go).
+func scaled(d time.Duration) time.Duration { return d * timeScale }
 
 // configYAML is shutdownd.yaml as an operator writes it: relative paths next
 // to the file, defaults in ssh and bmc, per-host overrides.
@@ -247,14 +263,15 @@ func (s *site) configYAML() string {
 	sp := s.spec
 	var b strings.Builder
 	b.WriteString("listen: 127.0.0.1:8080\ndatabase: shutdownd.db\n")
-	fmt.Fprintf(&b, `openstack:
-  cloud: edge
-  clouds_file: clouds.yaml
-  concurrency: 4
+	b.WriteString("openstack:\n")
+	if !sp.openrc {
+		b.WriteString("  cloud: edge\n  clouds_file: clouds.yaml\n")
+	}
+	fmt.Fprintf(&b, `  concurrency: 4
   stop_timeout: %s
   poll_interval: 100ms
-  request_timeout: 5s
-`, durOr(sp.stopTimeout, 10*time.Second))
+  request_timeout: %s
+`, durOr(sp.stopTimeout, 10*time.Second), scaled(5*time.Second))
 	if len(sp.exclude) > 0 {
 		b.WriteString("  exclude:\n")
 		for _, x := range sp.exclude {
@@ -272,18 +289,18 @@ func (s *site) configYAML() string {
 	} else {
 		b.WriteString("storage:\n  type: none\n")
 	}
-	b.WriteString(`ssh:
+	fmt.Fprintf(&b, `ssh:
   user: root
   key_file: id_ed25519
   known_hosts: known_hosts
-  connect_timeout: 2s
-  command_timeout: 5s
+  connect_timeout: %s
+  command_timeout: %s
   poweroff_command: systemctl poweroff
 bmc:
   protocol: redfish
   user: admin
   password_file: bmc-password
-`)
+`, scaled(2*time.Second), scaled(5*time.Second))
 	fmt.Fprintf(&b, "timeouts:\n  host_off: %s\n  bmc_soft_off: %s\n  bmc_hard_off: %s\n  bmc_poll_interval: 100ms\n",
 		durOr(sp.hostOff, 3*time.Second), durOr(sp.bmcSoftOff, 2*time.Second), durOr(sp.bmcHardOff, 3*time.Second))
 	b.WriteString("hosts:\n")
@@ -302,7 +319,7 @@ bmc:
 
 // jobTimeout bounds every job of the package: the slowest scenario needs a
 // few seconds, so anything near this is a hang.
-const jobTimeout = 60 * time.Second
+var jobTimeout = scaled(60 * time.Second)
 
 // result is everything shutdownd recorded about one job.
 type result struct {
@@ -538,6 +555,7 @@ func (s *site) assertNothingChanged(t *testing.T) {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = scaled(d)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -14,6 +14,7 @@ func openCloud(ctx context.Context, cfg config.OpenStack, onRetry func(op string
 	return openstack.New(ctx, openstack.Options{
 		Cloud:          cfg.Cloud,
 		CloudsFile:     cfg.CloudsFile,
+		Openrc:         cfg.Source == config.SourceOpenrc,
 		RequestTimeout: cfg.RequestTimeout,
 		Concurrency:    cfg.Concurrency,
 		OnRetry: func(op string, attempt int, err error, _ time.Duration) {

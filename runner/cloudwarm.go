@@ -2,40 +2,98 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeops/shutdownd/config"
 )
 
-// A shutdown should not spend its first milliseconds on Keystone: the runner
-// keeps an authenticated OpenStack client ready (authenticated at start, then
-// again every cloudWarmEvery, re-reading clouds.yaml each time) and a
-// shutdown takes it. A simulation always authenticates itself, because
-// checking that authentication works is its job. A shutdown authenticates
-// itself, as before, when no client is ready: the last attempt failed, the
-// client is older than cloudWarmMaxAge, clouds.yaml changed since, or another
-// shutdown took it. A token that expired or was revoked meanwhile is renewed
-// by the client itself on Nova's 401 (gophercloud re-authenticates once).
+// The runner keeps one OpenStack login (an authenticated client and its
+// Keystone token) for the whole service, so that a shutdown does not spend
+// its first moments on Keystone, and so that Keystone sees as few logins as
+// possible: every failed one counts towards the account's lockout
+// (keystone [security_compliance] lockout_failure_attempts), and a locked
+// account is the one the next shutdown needs.
+//
+//   - One token: a login at start, then again only shortly before the token
+//     expires (Keystone's expires_at, less tokenRenewMargin), or when the
+//     clouds.yaml it was read from changed. A token revoked meanwhile is
+//     renewed by the client itself on Nova's 401 (gophercloud's reauth).
+//   - After a failed login the background waits loginBackoffBase, doubling
+//     with each further failure up to loginBackoffMax, instead of trying
+//     again every few minutes against a password that was rotated.
+//   - A shutdown takes the client if its token is still good; otherwise it,
+//     like every simulation (checking the login is its job), logs in at
+//     once, whatever the backoff says. Its login replaces the kept one, and
+//     its failure counts as one more.
+//
+// config/describe.go says the same in check-config's words.
+var (
+	loginBackoffBase = 5 * time.Minute
+	loginBackoffMax  = time.Hour
+	// cloudFilesPoll is how often the background looks at clouds.yaml for
+	// a change (a stat per file), so that a fixed password is tried at
+	// once instead of after the backoff.
+	cloudFilesPoll = 30 * time.Second
+)
+
 const (
-	cloudWarmEvery  = 4 * time.Minute
-	cloudWarmMaxAge = 5 * time.Minute
+	// tokenRenewMargin is how long before its expiry a token is renewed,
+	// at most; a short-lived token is renewed at four fifths of its life.
+	tokenRenewMargin = 5 * time.Minute
+	// tokenUnknownLife is how long a login is kept when Keystone gave no
+	// expiry (a Keystone without expires_at; its default lifetime is 1 h).
+	tokenUnknownLife = 30 * time.Minute
+	// tokenMinLife: a token that expires sooner than this is not handed to
+	// a shutdown; logging in again costs less than a 401 mid-listing.
+	tokenMinLife = 30 * time.Second
 )
 
-// cloudWarmer holds the ready client. Its zero value holds none.
+// CloudLogin is the health of the OpenStack login the runner keeps, for
+// /metrics and the simulation's report. Times are zero when they have not
+// happened.
+type CloudLogin struct {
+	// Enabled is false when the site has no OpenStack: nothing logs in.
+	Enabled bool
+	// Source is where the credentials come from (config.Source*).
+	Source      string
+	LastSuccess time.Time
+	LastFailure time.Time
+	// LastError is the last failure's message (never a secret).
+	LastError string
+	// ConsecutiveFailures counts failed logins since the last success,
+	// the ones Keystone's lockout counts.
+	ConsecutiveFailures int
+	// TokenExpiresAt is when the kept token expires (zero: none kept).
+	TokenExpiresAt time.Time
+	// NextAttempt is when the background logs in next.
+	NextAttempt time.Time
+	// Succeeded and Failed count every login since the service started.
+	Succeeded, Failed int64
+}
+
+// cloudWarmer holds the kept client and the login's health. Its zero value
+// holds none.
 type cloudWarmer struct {
 	mu      sync.Mutex
 	cloud   Cloud
 	retries *retryRoute
-	at      time.Time
+	expires time.Time // on this machine's clock; zero with no client
+	renewAt time.Time
 	files   string // cloudsFiles fingerprint when it was authenticated
-	failing bool
+	health  CloudLogin
+	// tried is the fingerprint of the files at the last attempt, success
+	// or not: a change is worth an attempt before the backoff ends.
+	tried string
 }
 
-// retryRoute sends the retries of a ready client's calls to the job that
-// took it; before that they are only counted by the observer.
+// retryRoute sends the retries of a kept client's calls to the job using
+// it; otherwise they are only counted by the observer.
 type retryRoute struct {
 	to atomic.Pointer[func(op string, attempt int, err error)]
 }
@@ -46,14 +104,28 @@ func (r *retryRoute) call(op string, attempt int, err error) {
 	}
 }
 
-// keepCloudWarm authenticates now and every cloudWarmEvery until ctx ends.
+// CloudLogin returns the health of the OpenStack login.
+func (r *Runner) CloudLogin() CloudLogin {
+	r.warm.mu.Lock()
+	defer r.warm.mu.Unlock()
+	h := r.warm.health
+	h.Enabled, h.Source = r.cfg.OpenStack.Enabled(), r.cfg.OpenStack.Source
+	return h
+}
+
+// keepCloudWarm logs in now, then whenever the token is due for renewal,
+// the backoff after a failure has passed, or clouds.yaml changed, until ctx
+// ends.
 func (r *Runner) keepCloudWarm(ctx context.Context) {
-	if r.cfg.OpenStack.Cloud == "" {
+	if !r.cfg.OpenStack.Enabled() {
 		return
 	}
 	for {
-		r.warm.refresh(ctx, r)
-		t := time.NewTimer(cloudWarmEvery)
+		if r.warm.due(r.cloudsFiles()) {
+			r.cloudLogin(ctx, nil)
+		}
+		wait := time.Until(r.warm.next())
+		t := time.NewTimer(max(min(wait, cloudFilesPoll), 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -63,38 +135,107 @@ func (r *Runner) keepCloudWarm(ctx context.Context) {
 	}
 }
 
-func (w *cloudWarmer) refresh(ctx context.Context, r *Runner) {
-	files := cloudsFiles(r.cfg.OpenStack.CloudsFile)
-	route := &retryRoute{}
-	c, err := r.deps.OpenCloud(ctx, r.cfg.OpenStack, route.call)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err != nil {
-		if ctx.Err() == nil && !w.failing {
-			r.log.Warn("openstack pre-authentication failed; a shutdown will authenticate when it starts", "err", err)
-		}
-		w.failing = ctx.Err() == nil
-		return // a client still young enough stays usable
+func (r *Runner) cloudsFiles() string {
+	if r.cfg.OpenStack.Source == config.SourceOpenrc {
+		return "" // the environment of a running process does not change
 	}
-	if w.failing {
-		r.log.Info("openstack pre-authentication works again")
-	}
-	w.failing = false
-	w.cloud, w.retries, w.at, w.files = c, route, time.Now(), files
+	return cloudsFiles(r.cfg.OpenStack.CloudsFile)
 }
 
-// take hands the ready client to one shutdown, with its retries reported
-// through onRetry from now on; nil if none is fit to use.
-func (w *cloudWarmer) take(cloudsFile string, onRetry func(op string, attempt int, err error)) Cloud {
+// due reports whether the background should log in now.
+func (w *cloudWarmer) due(files string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c := w.cloud
-	w.cloud = nil
-	if c == nil || time.Since(w.at) > cloudWarmMaxAge || cloudsFiles(cloudsFile) != w.files {
-		return nil
+	return !time.Now().Before(w.health.NextAttempt) || files != w.tried
+}
+
+func (w *cloudWarmer) next() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.health.NextAttempt
+}
+
+// cloudLogin logs in, records the outcome in the login's health and, on
+// success, keeps the client (replacing the one kept before). onRetry, when
+// set, receives the retries of this login and of the client's later calls
+// until the caller's step ends (release).
+func (r *Runner) cloudLogin(ctx context.Context, onRetry func(op string, attempt int, err error)) (Cloud, *retryRoute, error) {
+	files := r.cloudsFiles()
+	route := &retryRoute{}
+	if onRetry != nil {
+		route.to.Store(&onRetry)
 	}
-	w.retries.to.Store(&onRetry)
-	return c
+	c, err := r.deps.OpenCloud(ctx, r.cfg.OpenStack, route.call)
+	now := time.Now()
+	w := &r.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tried = files
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, err // stopped, not refused: no verdict on the credentials
+		}
+		w.health.Failed++
+		w.health.ConsecutiveFailures++
+		w.health.LastFailure, w.health.LastError = now, err.Error()
+		w.health.NextAttempt = now.Add(loginBackoff(w.health.ConsecutiveFailures))
+		r.log.Warn("openstack login failed; a shutdown or simulation still logs in at once",
+			"consecutive_failures", w.health.ConsecutiveFailures, "next_attempt", w.health.NextAttempt, "err", err)
+		return nil, nil, err
+	}
+	if w.health.ConsecutiveFailures > 0 {
+		r.log.Info("openstack login works again", "after_failures", w.health.ConsecutiveFailures)
+	}
+	expires, renewAt := tokenSchedule(c, now)
+	w.cloud, w.retries, w.files, w.expires, w.renewAt = c, route, files, expires, renewAt
+	w.health.Succeeded++
+	w.health.ConsecutiveFailures, w.health.LastError = 0, ""
+	w.health.LastSuccess, w.health.TokenExpiresAt, w.health.NextAttempt = now, expires, renewAt
+	return c, route, nil
+}
+
+// tokenSchedule is when c's token expires and when to renew it.
+func tokenSchedule(c Cloud, now time.Time) (expires, renewAt time.Time) {
+	expires = c.TokenExpiresAt()
+	if expires.IsZero() {
+		return now.Add(tokenUnknownLife), now.Add(tokenUnknownLife)
+	}
+	life := expires.Sub(now)
+	renewAt = expires.Add(-min(tokenRenewMargin, life/5))
+	// A token issued already (nearly) expired must not make a busy loop.
+	return expires, maxTime(renewAt, now.Add(time.Second))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// loginBackoff is the wait after the n-th consecutive failed login.
+func loginBackoff(n int) time.Duration {
+	d := loginBackoffMax
+	if n <= 30 {
+		d = min(loginBackoffBase<<(n-1), loginBackoffMax)
+	}
+	return d
+}
+
+// takeCloud hands the kept client to a shutdown, with its retries reported
+// through onRetry until release is called; nil if none is fit to use (none
+// kept, its token about to expire, or clouds.yaml changed since).
+func (r *Runner) takeCloud(onRetry func(op string, attempt int, err error)) (c Cloud, release func()) {
+	files := r.cloudsFiles()
+	w := &r.warm
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cloud == nil || time.Until(w.expires) < tokenMinLife || files != w.files {
+		return nil, func() {}
+	}
+	route := w.retries
+	route.to.Store(&onRetry)
+	return w.cloud, func() { route.to.Store(nil) }
 }
 
 // cloudsFiles fingerprints the files a client's configuration was read from
@@ -129,4 +270,33 @@ func cloudsFiles(configured string) string {
 		b = append(b, 0)
 	}
 	return string(b)
+}
+
+// reportCloudLogin records, on a simulation, how the kept login has fared
+// since the service started: a warn event when its last attempts failed
+// (the password may have been rotated, and Keystone's lockout is counting),
+// an info event otherwise. The simulation then logs in itself.
+func (e *exec) reportCloudLogin() {
+	h := e.r.CloudLogin()
+	const stamp = time.RFC3339
+	switch {
+	case h.ConsecutiveFailures > 0:
+		e.event("warn", fmt.Sprintf("openstack login: %d consecutive failed logins, the last at %s; next background attempt at %s",
+			h.ConsecutiveFailures, h.LastFailure.Format(stamp), h.NextAttempt.Format(stamp)), h.LastError)
+	case h.Succeeded > 0:
+		e.event("info", fmt.Sprintf("openstack login: last success at %s, token valid until %s, renewed at %s",
+			h.LastSuccess.Format(stamp), h.TokenExpiresAt.Format(stamp), h.NextAttempt.Format(stamp)))
+	}
+}
+
+// loginDetail says how a login went, for the simulation's check action.
+func loginDetail(c Cloud, o config.OpenStack) string {
+	s := fmt.Sprintf("login ok with clouds.yaml cloud %q", o.Cloud)
+	if o.Source == config.SourceOpenrc {
+		s = "login ok with the openrc variables"
+	}
+	if exp := c.TokenExpiresAt(); !exp.IsZero() {
+		s += ", token valid until " + exp.Format(time.RFC3339)
+	}
+	return s
 }

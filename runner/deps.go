@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"time"
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
@@ -18,6 +19,9 @@ type Cloud interface {
 	// (see openstack.Client.ListServerPages).
 	ListServerPages(ctx context.Context, sizes []int, fn func([]openstack.Server) error) error
 	Stop(ctx context.Context, id string) error
+	// TokenExpiresAt is when the client's Keystone token expires, on this
+	// machine's clock (zero: unknown), so the runner renews it just before.
+	TokenExpiresAt() time.Time
 }
 
 // HostConn is an SSH connection to one host.

@@ -41,7 +41,7 @@ func forecast(cfg *config.Config, m store.Measurements, now time.Time) store.For
 func forecastVMs(cfg *config.Config, m store.Measurements) store.StepForecast {
 	o := cfg.OpenStack
 	s := store.StepForecast{Name: StepOpenStack}
-	if o.Cloud == "" {
+	if !o.Enabled() {
 		s.Basis, s.Detail = store.BasisSkipped, "no OpenStack cloud configured"
 		return s
 	}

@@ -118,7 +118,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Settle(ctx); err != nil {
 		return err
 	}
-	go r.keepCloudWarm(ctx)
+	// Run returns only once the background login has ended too, so that
+	// nothing of this runner reaches Keystone after it.
+	var bg sync.WaitGroup
+	bg.Go(func() { r.keepCloudWarm(ctx) })
+	defer bg.Wait()
 	for {
 		if ctx.Err() != nil {
 			return nil

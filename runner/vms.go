@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/openstack"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -21,10 +22,16 @@ const (
 	novaShutoff = "SHUTOFF"
 )
 
-// openCloudFor authenticates, recording retries as events so an operator can
-// see a flaky Nova in the job's log.
-func (e *exec) openCloudFor() (Cloud, error) {
-	return e.r.deps.OpenCloud(e.ctx, e.r.cfg.OpenStack, e.retryEvent)
+// openCloudFor logs in at once (never waiting for the background's
+// backoff), recording retries as events so an operator can see a flaky Nova
+// in the job's log. The login becomes the one the runner keeps; release
+// ends the routing of its retries to this job.
+func (e *exec) openCloudFor() (c Cloud, release func(), err error) {
+	c, route, err := e.r.cloudLogin(e.ctx, e.retryEvent)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	return c, func() { route.to.Store(nil) }, nil
 }
 
 func (e *exec) retryEvent(op string, attempt int, err error) {
@@ -41,8 +48,11 @@ func (e *exec) excluded(s openstack.Server) bool {
 }
 
 func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
-	if e.r.cfg.OpenStack.Cloud == "" {
-		return store.StepSkipped, "no OpenStack cloud configured", nil
+	if !e.r.cfg.OpenStack.Enabled() {
+		// Allowed (a site without OpenStack), but never silent: VMs that
+		// do exist go down with their hosts.
+		e.event("warn", config.NoOpenStackWarning)
+		return store.StepSkipped, config.NoOpenStackWarning, nil
 	}
 	if e.job.Kind == store.KindSimulation {
 		return e.openstackCheck(step)
@@ -54,12 +64,14 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 // shutdown would do. It sends nothing but GETs.
 func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) {
 	e.progress("Checking OpenStack: authenticating and listing servers")
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "openstack", Target: e.r.cfg.OpenStack.Cloud, Operation: "check-list-servers"}
+	e.reportCloudLogin()
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "openstack", Target: e.r.cfg.OpenStack.Name(), Operation: "check-list-servers"}
 	a, err := e.jr.Begin(key, "")
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
 	}
-	cloud, err := e.openCloudFor()
+	cloud, release, err := e.openCloudFor()
+	defer release()
 	var servers []openstack.Server
 	if err == nil {
 		servers, err = cloud.ListServers(e.ctx)
@@ -70,7 +82,8 @@ func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) 
 		return store.StepFailed, "", err
 	}
 	plan := e.classify(servers)
-	detail := plan.summary()
+	// The summary comes first: the forecast reads it (store.simSummary).
+	detail := plan.summary() + "; " + loginDetail(cloud, e.r.cfg.OpenStack)
 	e.finishAction(a.ID, store.ActionSucceeded, detail, "")
 	return store.StepSucceeded, detail, nil
 }
@@ -139,6 +152,21 @@ var listPageSizes = []int{250, 0}
 // found it while the first page is listed (see openstackStop).
 const firstProgressWait = 100 * time.Millisecond
 
+// cloudForStop is the kept client when its token is good (warm), else a
+// login now, whatever the background's backoff says, announced first (it
+// may take retries). release ends the routing of retries to this job.
+func (e *exec) cloudForStop() (c Cloud, warm bool, release func(), err error) {
+	if c, release = e.r.takeCloud(e.retryEvent); c != nil {
+		return c, true, release, nil
+	}
+	e.progress("Stopping OpenStack VMs: authenticating and listing servers")
+	if c, release, err = e.openCloudFor(); err != nil {
+		e.fail("openstack: %v", err)
+		return nil, false, nil, err
+	}
+	return c, false, release, nil
+}
+
 // openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
 // polling the server list (one request per poll for all servers, never one
 // GET per VM). It stops the servers of the first page while the next pages
@@ -146,18 +174,11 @@ const firstProgressWait = 100 * time.Millisecond
 // already SHUTOFF and stops what is still on.
 func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 	cfg := e.r.cfg.OpenStack
-	// The client authenticated ahead, if there is one; else authenticate
-	// now, saying so first (it may take retries).
-	cloud := e.r.warm.take(cfg.CloudsFile, e.retryEvent)
-	warm := cloud != nil
-	if !warm {
-		e.progress("Stopping OpenStack VMs: authenticating and listing servers")
-		var err error
-		if cloud, err = e.openCloudFor(); err != nil {
-			e.fail("openstack: %v", err)
-			return store.StepFailed, "", err
-		}
+	cloud, warm, release, err := e.cloudForStop()
+	if err != nil {
+		return store.StepFailed, "", err
 	}
+	defer release()
 
 	// The listing runs on its own goroutine and hands over each page; the
 	// recorder below takes them as they come.

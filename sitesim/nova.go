@@ -68,6 +68,14 @@ type NovaOptions struct {
 	PageSize int
 	// Credentials; defaults admin / sim-secret / project admin / domain Default.
 	Username, Password, ProjectName, DomainName string
+	// AppCredentialID and AppCredentialSecret, when set, are an application
+	// credential of Username on ProjectName, accepted by id (or by name,
+	// AppCredentialName, with the user), as openrc files of application
+	// credentials use them.
+	AppCredentialID, AppCredentialName, AppCredentialSecret string
+	// TokenTTL is how long an issued token is valid (Keystone's expires_at);
+	// default one hour, Keystone's default.
+	TokenTTL time.Duration
 	// Seed makes fault injection reproducible.
 	Seed int64
 }
@@ -103,7 +111,16 @@ type Nova struct {
 	stops     int
 	faults    int
 	auths     int
+	logins    []Login
 	firstStop time.Time
+}
+
+// Login is one POST /v3/auth/tokens, as Keystone's lockout counts them: a
+// refused one is a failed authentication of the account.
+type Login struct {
+	At     time.Time
+	Method string // password, application_credential, token
+	OK     bool
 }
 
 type novaVM struct {
@@ -142,6 +159,9 @@ func NewNova(opts NovaOptions) *Nova {
 	}
 	if opts.RetryAfter == "" {
 		opts.RetryAfter = novaDefaultRetryAfter
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = novaTokenTTL
 	}
 	n := &Nova{
 		opts:      opts,
@@ -265,9 +285,12 @@ func (n *Nova) CloudsYAML(cloudName string) string {
 		Interface          string `yaml:"interface"`
 		IdentityAPIVersion int    `yaml:"identity_api_version"`
 	}
+	n.mu.Lock()
+	password := n.opts.Password
+	n.mu.Unlock()
 	doc := map[string]map[string]cloud{"clouds": {cloudName: {
 		Auth: auth{
-			AuthURL: n.AuthURL(), Username: n.opts.Username, Password: n.opts.Password,
+			AuthURL: n.AuthURL(), Username: n.opts.Username, Password: password,
 			ProjectName: n.opts.ProjectName, UserDomainName: n.opts.DomainName, ProjectDomainName: n.opts.DomainName,
 		},
 		RegionName: novaRegion, Interface: "public", IdentityAPIVersion: 3,
@@ -292,6 +315,55 @@ func (n *Nova) ExpireTokens() {
 	n.mu.Lock()
 	n.tokens = map[string]novaToken{}
 	n.mu.Unlock()
+}
+
+// SetPassword rotates the user's password: from now on the old one is
+// refused with 401, as Keystone refuses it after a rotation. Tokens already
+// issued stay valid until they expire.
+func (n *Nova) SetPassword(p string) {
+	n.mu.Lock()
+	n.opts.Password = p
+	n.mu.Unlock()
+}
+
+// SetTokenTTL changes the lifetime of the tokens issued from now on.
+func (n *Nova) SetTokenTTL(d time.Duration) {
+	n.mu.Lock()
+	n.opts.TokenTTL = d
+	n.mu.Unlock()
+}
+
+// Logins returns every authentication request received (password,
+// application credential or token method), oldest first.
+func (n *Nova) Logins() []Login {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]Login(nil), n.logins...)
+}
+
+// OpenrcEnv returns the OS_* variables an openrc file for this cloud sets
+// (password authentication, or the application credential when appCred is
+// true and one is configured), with the password inline as such files have
+// it.
+func (n *Nova) OpenrcEnv(appCred bool) map[string]string {
+	env := map[string]string{
+		"OS_AUTH_URL": n.AuthURL(), "OS_REGION_NAME": novaRegion, "OS_INTERFACE": "public",
+		"OS_IDENTITY_API_VERSION": "3",
+	}
+	if appCred && n.opts.AppCredentialSecret != "" {
+		env["OS_AUTH_TYPE"] = "v3applicationcredential"
+		env["OS_APPLICATION_CREDENTIAL_ID"] = n.opts.AppCredentialID
+		env["OS_APPLICATION_CREDENTIAL_SECRET"] = n.opts.AppCredentialSecret
+		return env
+	}
+	n.mu.Lock()
+	env["OS_PASSWORD"] = n.opts.Password
+	n.mu.Unlock()
+	env["OS_USERNAME"] = n.opts.Username
+	env["OS_PROJECT_NAME"] = n.opts.ProjectName
+	env["OS_USER_DOMAIN_NAME"] = n.opts.DomainName
+	env["OS_PROJECT_DOMAIN_NAME"] = n.opts.DomainName
+	return env
 }
 
 // StopRequests counts authenticated os-stop POSTs, including those answered
@@ -607,6 +679,16 @@ type ksAuthRequest struct {
 			Token *struct {
 				ID string `json:"id"`
 			} `json:"token"`
+			AppCred *struct {
+				ID     string `json:"id"`
+				Name   string `json:"name"`
+				Secret string `json:"secret"`
+				User   *struct {
+					ID     string          `json:"id"`
+					Name   string          `json:"name"`
+					Domain *keystoneDomain `json:"domain"`
+				} `json:"user"`
+			} `json:"application_credential"`
 		} `json:"identity"`
 		Scope json.RawMessage `json:"scope"`
 	} `json:"auth"`
@@ -642,23 +724,26 @@ func (n *Nova) createToken(w http.ResponseWriter, r *http.Request) {
 		keystoneError(w, http.StatusBadRequest, "Bad Request", "Expecting to find auth in request body.")
 		return
 	}
-	id := req.Auth.Identity
-	ok := false
-	switch {
-	case novaContains(id.Methods, "password") && id.Password != nil:
-		u := id.Password.User
-		nameOK := (u.Name == n.opts.Username && n.domainMatches(u.Domain)) || (u.ID != "" && u.ID == novaStableID("user", n.opts.Username))
-		pwOK := subtle.ConstantTimeCompare([]byte(u.Password), []byte(n.opts.Password)) == 1
-		ok = nameOK && pwOK
-	case novaContains(id.Methods, "token") && id.Token != nil:
-		_, ok = n.lookupToken(id.Token.ID)
-	}
+	method, ok := n.authenticate(req)
+	n.mu.Lock()
+	n.logins = append(n.logins, Login{At: time.Now(), Method: method, OK: ok})
+	n.mu.Unlock()
 	if !ok {
 		keystoneError(w, http.StatusUnauthorized, "Unauthorized", keystoneUnauthorized)
 		return
 	}
 	projectID := ""
-	if len(req.Auth.Scope) > 0 && string(req.Auth.Scope) != "null" {
+	if method == "application_credential" {
+		// An application credential is bound to its project: Keystone
+		// refuses a scope in the request and scopes the token itself.
+		if len(req.Auth.Scope) > 0 && string(req.Auth.Scope) != "null" {
+			keystoneError(w, http.StatusUnauthorized, "Unauthorized", keystoneUnauthorized)
+			return
+		}
+		n.mu.Lock()
+		projectID = n.projects[n.opts.ProjectName]
+		n.mu.Unlock()
+	} else if len(req.Auth.Scope) > 0 && string(req.Auth.Scope) != "null" {
 		var sc ksAuthScope
 		if err := json.Unmarshal(req.Auth.Scope, &sc); err != nil {
 			keystoneError(w, http.StatusBadRequest, "Bad Request", "Invalid scope.")
@@ -682,14 +767,47 @@ func (n *Nova) createToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := time.Now().UTC()
-	tok := novaToken{projectID: projectID, issued: now, expires: now.Add(novaTokenTTL)}
 	secret := "gAAAAA" + novaRandomHex(32)
 	n.mu.Lock()
+	tok := novaToken{projectID: projectID, issued: now, expires: now.Add(n.opts.TokenTTL)}
 	n.tokens[secret] = tok
 	n.auths++
 	n.mu.Unlock()
 	w.Header().Set("X-Subject-Token", secret)
-	novaJSON(w, http.StatusCreated, n.tokenBody(tok, novaContains(id.Methods, "token")))
+	novaJSON(w, http.StatusCreated, n.tokenBody(tok, method))
+}
+
+// authenticate checks the identity of a token request: the method used and
+// whether Keystone would accept it.
+func (n *Nova) authenticate(req ksAuthRequest) (method string, ok bool) {
+	id := req.Auth.Identity
+	n.mu.Lock()
+	o := n.opts
+	n.mu.Unlock()
+	same := func(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+	switch {
+	case novaContains(id.Methods, "password") && id.Password != nil:
+		u := id.Password.User
+		nameOK := (u.Name == o.Username && n.domainMatches(u.Domain)) || (u.ID != "" && u.ID == novaStableID("user", o.Username))
+		return "password", nameOK && same(u.Password, o.Password)
+	case novaContains(id.Methods, "application_credential") && id.AppCred != nil:
+		ac := id.AppCred
+		if o.AppCredentialSecret == "" {
+			return "application_credential", false
+		}
+		switch {
+		case ac.ID != "":
+			return "application_credential", ac.ID == o.AppCredentialID && same(ac.Secret, o.AppCredentialSecret)
+		case ac.Name != "" && ac.User != nil:
+			userOK := (ac.User.Name == o.Username && n.domainMatches(ac.User.Domain)) || ac.User.ID == novaStableID("user", o.Username)
+			return "application_credential", userOK && ac.Name == o.AppCredentialName && same(ac.Secret, o.AppCredentialSecret)
+		}
+		return "application_credential", false
+	case novaContains(id.Methods, "token") && id.Token != nil:
+		_, ok := n.lookupToken(id.Token.ID)
+		return "token", ok
+	}
+	return strings.Join(id.Methods, "+"), false
 }
 
 func (n *Nova) validateToken(w http.ResponseWriter, r *http.Request) {
@@ -704,7 +822,7 @@ func (n *Nova) validateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("X-Subject-Token", subject)
-	novaJSON(w, http.StatusOK, n.tokenBody(tok, false))
+	novaJSON(w, http.StatusOK, n.tokenBody(tok, "password"))
 }
 
 func novaContains(list []string, s string) bool {
@@ -729,12 +847,8 @@ func (n *Nova) lookupToken(secret string) (novaToken, bool) {
 	return tok, true
 }
 
-func (n *Nova) tokenBody(tok novaToken, viaToken bool) map[string]any {
+func (n *Nova) tokenBody(tok novaToken, method string) map[string]any {
 	domain := map[string]string{"id": n.domainID(), "name": n.opts.DomainName}
-	method := "password"
-	if viaToken {
-		method = "token"
-	}
 	body := map[string]any{
 		"methods":    []string{method},
 		"user":       map[string]any{"id": novaStableID("user", n.opts.Username), "name": n.opts.Username, "domain": domain, "password_expires_at": nil},

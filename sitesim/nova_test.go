@@ -574,3 +574,88 @@ func TestNovaCloudsYAMLQuotes(t *testing.T) {
 		t.Fatalf("scope %+v", ao.Scope)
 	}
 }
+
+// A rotated password is refused from then on, every attempt is recorded as
+// Keystone's lockout would count it, and tokens carry the configured
+// lifetime in expires_at.
+func TestNovaRotatedPasswordLoginsAndTokenLifetime(t *testing.T) {
+	t.Parallel()
+	n := novaStart(t, NovaOptions{Password: "pw", TokenTTL: 90 * time.Second})
+	auth := n.AuthURL() + "/auth/tokens"
+	r := novaDo(t, "POST", auth, "", novaPasswordAuth("admin", "pw", "Default", "admin"))
+	if r.code != http.StatusCreated {
+		t.Fatalf("login: %d %s", r.code, r.raw)
+	}
+	tok := r.body["token"].(map[string]any)
+	issued, err1 := time.Parse(keystoneTimeFormat, tok["issued_at"].(string))
+	expires, err2 := time.Parse(keystoneTimeFormat, tok["expires_at"].(string))
+	if err1 != nil || err2 != nil || expires.Sub(issued) != 90*time.Second {
+		t.Fatalf("issued_at %v, expires_at %v (%v %v), want 90s apart", tok["issued_at"], tok["expires_at"], err1, err2)
+	}
+	old := r.header.Get("X-Subject-Token")
+
+	n.SetPassword("pw-2")
+	if r := novaDo(t, "POST", auth, "", novaPasswordAuth("admin", "pw", "Default", "admin")); r.code != http.StatusUnauthorized {
+		t.Fatalf("old password after rotation: %d", r.code)
+	}
+	if r := novaDo(t, "POST", auth, "", novaPasswordAuth("admin", "pw-2", "Default", "admin")); r.code != http.StatusCreated {
+		t.Fatalf("new password: %d %s", r.code, r.raw)
+	}
+	if r := novaDo(t, "GET", n.URL()+"/compute/v2.1/servers/detail", old, nil); r.code != http.StatusOK {
+		t.Fatalf("token issued before the rotation: %d", r.code)
+	}
+	if !strings.Contains(n.CloudsYAML("x"), "password: pw-2") {
+		t.Error("CloudsYAML does not carry the rotated password")
+	}
+	var got []string
+	for _, l := range n.Logins() {
+		got = append(got, fmt.Sprintf("%s:%v", l.Method, l.OK))
+	}
+	if strings.Join(got, " ") != "password:true password:false password:true" {
+		t.Errorf("logins %v", got)
+	}
+}
+
+// An application credential authenticates by id or by name and user, is
+// scoped to its project by Keystone, and refuses a scope in the request.
+func TestNovaApplicationCredential(t *testing.T) {
+	t.Parallel()
+	n := novaStart(t, NovaOptions{AppCredentialID: "ac-1", AppCredentialName: "shutdownd", AppCredentialSecret: "s3cret"})
+	auth := n.AuthURL() + "/auth/tokens"
+	appCred := func(cred map[string]any, scope any) map[string]any {
+		a := map[string]any{"identity": map[string]any{"methods": []string{"application_credential"}, "application_credential": cred}}
+		if scope != nil {
+			a["scope"] = scope
+		}
+		return map[string]any{"auth": a}
+	}
+	tests := []struct {
+		name string
+		body map[string]any
+		want int
+	}{
+		{"by id", appCred(map[string]any{"id": "ac-1", "secret": "s3cret"}, nil), http.StatusCreated},
+		{"by name and user", appCred(map[string]any{"name": "shutdownd", "secret": "s3cret",
+			"user": map[string]any{"name": "admin", "domain": map[string]any{"name": "Default"}}}, nil), http.StatusCreated},
+		{"wrong secret", appCred(map[string]any{"id": "ac-1", "secret": "nope"}, nil), http.StatusUnauthorized},
+		{"with a scope", appCred(map[string]any{"id": "ac-1", "secret": "s3cret"},
+			map[string]any{"project": map[string]any{"name": "admin", "domain": map[string]any{"name": "Default"}}}), http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		r := novaDo(t, "POST", auth, "", tc.body)
+		if r.code != tc.want {
+			t.Errorf("%s: %d, want %d: %s", tc.name, r.code, tc.want, r.raw)
+			continue
+		}
+		if tc.want == http.StatusCreated {
+			tok := r.body["token"].(map[string]any)
+			if tok["project"].(map[string]any)["id"] != n.ProjectID("admin") || tok["methods"].([]any)[0] != "application_credential" {
+				t.Errorf("%s: token %v", tc.name, tok)
+			}
+		}
+	}
+	env := n.OpenrcEnv(true)
+	if env["OS_APPLICATION_CREDENTIAL_ID"] != "ac-1" || env["OS_PASSWORD"] != "" {
+		t.Errorf("openrc of the application credential: %v", env)
+	}
+}

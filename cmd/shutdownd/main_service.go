@@ -58,6 +58,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.Store = st
 	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Deps: m.Deps, Observer: m.observer(st)})
+	m.Metrics.WatchCloudLogin(m.Runner.CloudLogin)
 	// Any failure from here on undoes what was started: the notifier's
 	// delivery goroutine and the store, so a failed start leaves nothing
 	// running (tests start and fail services many times in one process).

@@ -1,5 +1,5 @@
 // Package openstack is shutdownd's Nova client: it authenticates from
-// clouds.yaml like every OpenStack tool, lists the servers of all projects and
+// clouds.yaml or the openrc variables like every OpenStack tool, lists the servers of all projects and
 // sends os-stop, retrying what a busy or restarting API answers (5xx, 429,
 // timeouts) so that a flaky control plane does not abort a shutdown.
 //
@@ -24,6 +24,7 @@ import (
 	gcopenstack "github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 )
 
 // Defaults for Options fields left zero. They favour finishing a shutdown:
@@ -53,6 +54,11 @@ type Options struct {
 	// (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/,
 	// /etc/openstack/).
 	CloudsFile string
+	// Openrc takes the credentials from the openrc variables (OS_AUTH_URL,
+	// OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, the domains, OS_REGION_NAME,
+	// or OS_APPLICATION_CREDENTIAL_ID and _SECRET) instead of clouds.yaml;
+	// Cloud and CloudsFile are then ignored.
+	Openrc bool
 	// RequestTimeout bounds each HTTP request (a timeout is retried).
 	RequestTimeout time.Duration
 	// Concurrency is how many calls the caller runs in parallel; it sizes
@@ -103,9 +109,14 @@ func (o Options) withDefaults() Options {
 
 // Client is an authenticated Nova client, safe for concurrent use.
 type Client struct {
-	opts    Options
-	log     *slog.Logger
-	compute *gophercloud.ServiceClient
+	opts     Options
+	log      *slog.Logger
+	provider *gophercloud.ProviderClient
+	compute  *gophercloud.ServiceClient
+	// skew is this machine's clock minus Keystone's, measured when the
+	// first token was issued, so that a token's expiry is read on this
+	// machine's clock.
+	skew time.Duration
 }
 
 // New reads clouds.yaml, authenticates against Keystone (retrying transient
@@ -116,16 +127,13 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	opts = opts.withDefaults()
 	c := &Client{opts: opts, log: opts.Logger}
 
-	var parse []clouds.ParseOption
-	if opts.Cloud != "" {
-		parse = append(parse, clouds.WithCloudName(opts.Cloud))
-	}
-	if opts.CloudsFile != "" {
-		parse = append(parse, clouds.WithLocations(opts.CloudsFile))
+	parse, source, err := parseOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	ao, eo, tlsConfig, err := clouds.Parse(parse...)
 	if err != nil {
-		return nil, fmt.Errorf("openstack config: cloud %q: %w", opts.Cloud, err)
+		return nil, fmt.Errorf("openstack config: %s: %w", source, err)
 	}
 	ao.AllowReauth = true
 	authURL := redactURL(ao.IdentityEndpoint)
@@ -146,8 +154,8 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	})
 	switch {
 	case gophercloud.ResponseCodeIs(err, http.StatusUnauthorized):
-		return nil, fmt.Errorf("openstack auth: authentication failed at %s (check username, password, user/project domain and project in clouds.yaml): %w",
-			authURL, describe(err))
+		return nil, fmt.Errorf("openstack auth: authentication failed at %s (check username, password, user/project domain and project in %s): %w",
+			authURL, source, describe(err))
 	case err != nil:
 		return nil, fmt.Errorf("openstack auth: %s: %w", authURL, describe(err))
 	}
@@ -158,9 +166,63 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("openstack auth: no compute endpoint (region %q, interface %q) in the catalog: %w",
 			eo.Region, eo.Availability, err)
 	}
-	c.compute = compute
-	c.log.Info("openstack authenticated", "cloud", opts.Cloud, "auth_url", authURL, "compute", compute.Endpoint)
+	c.provider, c.compute = pc, compute
+	if issued, _, ok := tokenTimes(pc); ok {
+		c.skew = time.Since(issued)
+	}
+	c.log.Info("openstack authenticated", "source", source, "auth_url", authURL, "compute", compute.Endpoint,
+		"token_expires_at", c.TokenExpiresAt())
 	return c, nil
+}
+
+// parseOptions says where the credentials come from: the openrc variables,
+// or a clouds.yaml entry. source names it in errors, never with a secret.
+func parseOptions(opts Options) (parse []clouds.ParseOption, source string, err error) {
+	if opts.Openrc {
+		parse, err := openrcParse()
+		if err != nil {
+			return nil, "", fmt.Errorf("openstack config: openrc variables: %w", err)
+		}
+		return parse, "the openrc variables (OS_*)", nil
+	}
+	if opts.Cloud != "" {
+		parse = append(parse, clouds.WithCloudName(opts.Cloud))
+	}
+	if opts.CloudsFile != "" {
+		parse = append(parse, clouds.WithLocations(opts.CloudsFile))
+	}
+	return parse, fmt.Sprintf("clouds.yaml (cloud %q)", opts.Cloud), nil
+}
+
+// TokenExpiresAt is when the client's current token expires (Keystone's
+// expires_at), on this machine's clock; zero when Keystone did not say.
+// gophercloud replaces the token on a 401, and this follows it.
+func (c *Client) TokenExpiresAt() time.Time {
+	issued, expires, ok := tokenTimes(c.provider)
+	if !ok || expires.Before(issued) {
+		return time.Time{}
+	}
+	return expires.Add(c.skew)
+}
+
+// tokenTimes reads issued_at and expires_at of the provider's current token
+// (Keystone v3).
+func tokenTimes(pc *gophercloud.ProviderClient) (issued, expires time.Time, ok bool) {
+	r, isV3 := pc.GetAuthResult().(tokens.CreateResult)
+	if !isV3 {
+		return time.Time{}, time.Time{}, false
+	}
+	var t struct {
+		IssuedAt  time.Time `json:"issued_at"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := r.ExtractInto(&t); err != nil || t.ExpiresAt.IsZero() {
+		return time.Time{}, time.Time{}, false
+	}
+	if t.IssuedAt.IsZero() {
+		t.IssuedAt = time.Now()
+	}
+	return t.IssuedAt, t.ExpiresAt, true
 }
 
 // redactURL hides a password embedded in a URL before it reaches a log or an
