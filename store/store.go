@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -59,6 +60,9 @@ type Store struct {
 	// cache answers the API's hot reads from memory (cache.go); nil on a
 	// read-only store, whose Views then read the database.
 	cache *cache
+	// boot is this machine's boot id, recorded with every job created or
+	// started (see SetBootID); nil or "" when not known.
+	boot atomic.Pointer[string]
 }
 
 // Open creates the database file (mode 0600) if needed, opens it and applies
