@@ -101,4 +101,3 @@ func (s *Store) EndNotResumed(ctx context.Context, id int64, msg, detail string)
 	}
 	return done, nil
 }
-
