@@ -47,6 +47,9 @@ type Runner struct {
 	// now, or it would be left running and resumed at the next start-up,
 	// against a site brought back up by hand.
 	selfDownJob atomic.Int64
+	// boot is this machine's boot id ("" when it cannot be read): jobs
+	// record it, and an interrupted job resumes only in the boot it ran in.
+	boot string
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -61,16 +64,26 @@ type Options struct {
 	// Observer is told about jobs, steps and peer requests (metrics,
 	// notifications); nil means nobody.
 	Observer Observer
+	// BootIDFile is where this machine's boot id is read (default
+	// DefaultBootIDFile); only tests point it elsewhere, to play a reboot.
+	BootIDFile string
 }
 
-// New returns a runner for cfg over st. Call Run to start it.
+// New returns a runner for cfg over st. Call Run to start it. It reads this
+// machine's boot id and tells the store, which records it with every job
+// created or started from now on.
 func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	opts.Deps.fill()
-	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	boot, err := ReadBootID(cmp.Or(opts.BootIDFile, DefaultBootIDFile))
+	if err != nil {
+		log.Error("this machine's boot id is unknown: a job interrupted by a restart will not resume", "err", err)
+	}
+	st.SetBootID(boot)
+	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, boot: boot, kick: make(chan struct{}, 1), idle: make(chan struct{})}
 	countStops(&opts.Deps, &r.nova)
 	if opts.Observer != nil {
 		opts.Deps = observeDeps(opts.Deps, opts.Observer)
@@ -104,7 +117,8 @@ func (r *Runner) signalIdle() {
 
 // Run executes jobs until ctx is cancelled. At start it settles what a
 // previous process left behind: an interrupted simulation is failed (it
-// proves nothing once interrupted), an interrupted shutdown resumes.
+// proves nothing once interrupted), an interrupted shutdown resumes if the
+// resume rule allows it (settleInterrupted) and fails otherwise.
 func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Settle(ctx); err != nil {
 		return err
@@ -139,9 +153,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// Settle fails the simulations a previous process left running. It runs
-// once; the service calls it before it accepts requests, so a simulation
-// requested in the first milliseconds after start is never mistaken for an
+// Settle fails the simulations a previous process left running and decides
+// whether an interrupted shutdown may resume (settleInterrupted). It runs
+// once; the service calls it before it accepts requests, so a job requested
+// in the first milliseconds after start is never mistaken for an
 // interrupted one. Run calls it too, for callers that start only a runner.
 func (r *Runner) Settle(ctx context.Context) error {
 	var err error
@@ -154,6 +169,10 @@ func (r *Runner) Settle(ctx context.Context) error {
 		}
 		if n > 0 {
 			r.log.Warn("failed simulations interrupted by restart", "count", n)
+		}
+		if err = r.settleInterrupted(ctx); err != nil {
+			err = fmt.Errorf("settle interrupted jobs: %w", err)
+			return
 		}
 		if n, err = r.store.CloseOpenActionsOfFinalJobs(ctx); err != nil {
 			err = fmt.Errorf("settle interrupted jobs: %w", err)
@@ -490,12 +509,14 @@ func (r *Runner) startWatch(e *exec, cancel context.CancelFunc) (stop func()) {
 }
 
 // watch cancels the job's context when the job is no longer active in the
-// store (preempted), and turns a cancel request into the cancelled flag.
+// store (preempted), and turns a cancel request into the cancelled flag. It
+// also keeps the job's heartbeat (see heartbeat).
 func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{}) {
 	ch, unsub := r.store.Subscribe()
 	defer unsub()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	hb := heartbeat{every: heartbeatEvery(r.resumeWindow()), last: time.Now()}
 	for {
 		select {
 		case <-done:
@@ -506,6 +527,7 @@ func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{})
 			// main loop re-reads the store after the job anyway.
 		case <-t.C:
 		}
+		hb.beat(e)
 		j, err := r.store.Job(context.WithoutCancel(e.ctx), e.job.ID)
 		if err != nil {
 			continue
