@@ -235,4 +235,3 @@ func TestCrashRestartAtOnceResumesWithinAShortWindow(t *testing.T) {
 		t.Errorf("%d 'same boot ...' events, want 2 (one per restart)", n)
 	}
 }
-
