@@ -44,8 +44,9 @@ type Runner struct {
 	warm cloudWarmer // an authenticated OpenStack client for the next shutdown
 	// selfDownJob is the shutdown job whose self power-off this process
 	// sent (0: none): this machine is going down, and no job may start
-	// now, or it would be left running and resumed at the next start-up,
-	// against a site brought back up by hand.
+	// now, or the dying machine would leave it running. It is cleared when
+	// that power-off has failed for good (see powerOffSelf): a management
+	// host left running must take the next trigger.
 	selfDownJob atomic.Int64
 	// boot is this machine's boot id ("" when it cannot be read): jobs
 	// record it, and an interrupted job resumes only in the boot it ran in.
@@ -426,7 +427,8 @@ func (r *Runner) finish(e *exec) {
 
 // PoweringOffSelf reports the shutdown job that is powering off the machine
 // running this process, if there is one; the API then answers a new
-// request with that job instead of starting one.
+// request with that job instead of starting one. It stops reporting it
+// once that power-off has failed for good.
 func (r *Runner) PoweringOffSelf() (jobID int64, ok bool) {
 	id := r.selfDownJob.Load()
 	return id, id != 0
