@@ -153,12 +153,15 @@ func (r *Runner) settleInterrupted(ctx context.Context) error {
 		return err
 	}
 	log.Error("job interrupted by a restart not resumed; nothing is powered off", "error", msg)
-	if r.obs != nil {
-		j, err := r.store.Job(ctx, job.ID)
-		if err != nil {
-			return err
-		}
-		r.obs.JobFinished(ctx, j)
+	if r.obs == nil {
+		return nil
 	}
+	// The job is final: a failed read loses its notification, not the start.
+	j, err := r.store.Job(ctx, job.ID)
+	if err != nil {
+		log.Error("read job for observer", "err", err)
+		return nil
+	}
+	r.obs.JobFinished(ctx, j)
 	return nil
 }
