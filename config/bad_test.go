@@ -40,6 +40,8 @@ hosts:
 `, 6, `hosts[2].role: "gpu" is not one of compute, storage, control`},
 		{"negative duration", base + "openstack: {cloud: edge, stop_timeout: -5m}\n", 4, "openstack.stop_timeout: must be positive"},
 		{"zero duration", base + "timeouts:\n  host_off: 0s\n", 5, "timeouts.host_off: must be positive"},
+		{"zero resume window", base + "resume_window: 0s\n", 4, "resume_window: must be positive"},
+		{"resume window without unit", base + "resume_window: 10\n", 4, `resume_window: "10" is not a duration`},
 		{"duration without unit", base + "openstack:\n  cloud: edge\n  poll_interval: 5\n", 6, `openstack.poll_interval: "5" is not a duration`},
 		{"duplicate key", base + "ssh: {}\n", 4, "ssh: duplicate key (first set at line 1)"},
 		{"concurrency zero", base + "openstack: {cloud: edge, concurrency: 0}\n", 4, "openstack.concurrency: must be at least 1, got 0"},

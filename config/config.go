@@ -59,6 +59,11 @@ type Config struct {
 	// is always empty here (addresses are per host).
 	BMC      BMC
 	Timeouts Timeouts
+	// ResumeWindow is how old an interrupted job's last record may be for
+	// the job to resume after a restart (on the same boot only): older, the
+	// site may have been restored by hand meanwhile, and the job fails
+	// instead of powering anything off.
+	ResumeWindow time.Duration
 	// Hosts are in file order; Host.SSH and Host.BMC are fully resolved.
 	Hosts []Host
 	// HostOrder, when non-empty, replaces the role order: each inner list is

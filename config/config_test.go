@@ -36,6 +36,7 @@ bmc:
   password_file: bmc-password
   insecure_tls: false
 timeouts: {host_off: 2m, bmc_soft_off: 30s}
+resume_window: 15m
 hosts:
   - name: mgmt-01
     role: control
@@ -100,6 +101,7 @@ func TestLoadFull(t *testing.T) {
 		Timeouts: Timeouts{
 			HostOff: 2 * time.Minute, BMCSoftOff: 30 * time.Second, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second,
 		},
+		ResumeWindow: 15 * time.Minute,
 		Hosts: []Host{
 			{Name: "mgmt-01", Role: "control", Address: "10.0.0.5:22", Self: true, SSH: rootSSH,
 				BMC: &BMC{Address: "10.0.1.5", Port: 443, Protocol: "redfish", User: "admin", Password: testPassword, Timeout: 10 * time.Second}},
@@ -152,6 +154,9 @@ func TestDefaults(t *testing.T) {
 	wantT := Timeouts{HostOff: 3 * time.Minute, BMCSoftOff: time.Minute, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second}
 	if c.Timeouts != wantT {
 		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, wantT)
+	}
+	if c.ResumeWindow != 10*time.Minute {
+		t.Errorf("resume_window = %s, want 10m", c.ResumeWindow)
 	}
 	h := c.Hosts[0]
 	if h.Address != "10.0.0.1:22" || h.SSH.User != "root" || h.SSH.PoweroffCommand != "systemctl poweroff" ||

@@ -39,6 +39,7 @@ func TestDescribe(t *testing.T) {
 		"storage-02: BMC certificate is not verified",
 		"webhook https://hooks.example.com (signed with $SHUTDOWND_TEST_HOOK)",
 		"wait up to 2m for the BMC",
+		"resumes only on the same boot of this machine and within 15m of its last record",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("Describe lacks %q:\n%s", want, out)

@@ -31,6 +31,10 @@ const (
 	// enough for a slow BMC's Redfish session, short enough that an
 	// unreachable BMC does not hold a host's power-off for long.
 	DefaultBMCTimeout = 10 * time.Second
+	// DefaultResumeWindow: a restart of the service alone (crash, kill,
+	// upgrade) comes back within seconds; ten minutes is far longer than
+	// that and far shorter than a site restored by hand.
+	DefaultResumeWindow = 10 * time.Minute
 )
 
 func defaults(name string) *Config {
@@ -58,7 +62,8 @@ func defaults(name string) *Config {
 			BMCHardOff:      time.Minute,
 			BMCPollInterval: 2 * time.Second,
 		},
-		Metrics: Metrics{Access: MetricsRead},
+		ResumeWindow: DefaultResumeWindow,
+		Metrics:      Metrics{Access: MetricsRead},
 	}
 }
 
@@ -106,7 +111,7 @@ func Parse(data []byte, name string) (*Config, error) {
 
 func (d *decoder) config(doc *yaml.Node, c *Config) {
 	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
-		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify", "trusted_proxies")
+		"bmc", "timeouts", "resume_window", "hosts", "host_order", "metrics", "notify", "trusted_proxies")
 	if m == nil {
 		return
 	}
@@ -135,6 +140,11 @@ func (d *decoder) config(doc *yaml.Node, c *Config) {
 	c.BMC = top.BMC
 	if e, ok := m["timeouts"]; ok {
 		d.timeouts(e.val, c)
+	}
+	if e, ok := m["resume_window"]; ok {
+		if v, ok := d.duration(e.val, "resume_window"); ok {
+			c.ResumeWindow = v
+		}
 	}
 	hostsNode := doc
 	if e, ok := m["hosts"]; ok {

@@ -28,9 +28,9 @@ type Kicker interface {
 }
 
 // selfDowner is implemented by the runner: it reports the shutdown job
-// that is powering off the machine this service runs on. From then on a
-// new job must not be created (it would be left running, and resumed at
-// the next start-up against a site brought back up by hand).
+// that is powering off the machine this service runs on. Until that
+// power-off has failed for good (the runner then stops reporting it), a new
+// job must not be created: the dying machine would leave it running.
 type selfDowner interface {
 	PoweringOffSelf() (jobID int64, ok bool)
 }

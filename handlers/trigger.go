@@ -151,8 +151,8 @@ func (s *Server) handleSimulate(w http.ResponseWriter, r *http.Request) {
 
 // handleShutdown always answers 202 to a valid request: a new shutdown, or
 // the one already active (a UPS that retries must never see a failure), or,
-// once the shutdown that powers off this machine has sent that power-off,
-// that job. An active simulation is preempted by the store in the same
+// once the shutdown that powers off this machine has sent that power-off
+// (and until it has failed for good), that job. An active simulation is preempted by the store in the same
 // transaction.
 func (s *Server) handleShutdown(w http.ResponseWriter, r *http.Request) {
 	t, err := s.decodeTrigger(w, r)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -574,60 +573,4 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 func usesSudo(cmd string) bool {
 	f := strings.Fields(cmd)
 	return len(f) > 0 && f[0] == "sudo"
-}
-
-// prepareSelf records the self hosts' power-off before the job's final
-// state is written, so the record exists even though the machine running
-// us goes down right after.
-//
-// Only after the hosts step ran to its end (succeeded, or failed for some
-// hosts): a job that never got there (a store error ended it early) must not
-// take down the machine an operator needs while the site's hosts are up.
-func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
-	steps, err := e.jr.Steps(e.db())
-	if err != nil {
-		e.log.Error("read steps for self power-off", "err", err)
-		return nil
-	}
-	i := slices.IndexFunc(steps, func(s store.Step) bool { return s.Name == StepHosts })
-	if i < 0 || (steps[i].State != store.StepSucceeded && steps[i].State != store.StepFailed) {
-		e.event("error", "this machine is not powered off: the hosts step did not run to its end", "")
-		return nil
-	}
-	step := steps[i]
-	var out []store.Action
-	for _, h := range hosts {
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
-		a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
-		if err != nil {
-			e.log.Error("record self action", "err", err)
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// powerOffSelf powers off the machine running shutdownd, last. The job is
-// final by now, so a service stop (the power-off itself makes systemd stop
-// us) must not abandon it: the context outlives cancellation, and the SSH
-// connect and command timeouts bound how long this takes.
-func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
-	ctx := e.db()
-	for i, h := range hosts {
-		if i >= len(actions) {
-			break
-		}
-		e.log.Warn("powering off this machine", "host", h.Name)
-		conn, err := e.r.deps.DialHost(ctx, h)
-		if err == nil {
-			err = conn.PowerOff(ctx, h.SSH.PoweroffCommand)
-			conn.Close()
-		}
-		if err != nil {
-			e.finishAction(actions[i].ID, store.ActionFailed, "", err.Error())
-			continue
-		}
-		e.finishAction(actions[i].ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
-	}
 }

@@ -48,9 +48,13 @@ type Runner struct {
 	warm cloudWarmer // an authenticated OpenStack client for the next shutdown
 	// selfDownJob is the shutdown job whose self power-off this process
 	// sent (0: none): this machine is going down, and no job may start
-	// now, or it would be left running and resumed at the next start-up,
-	// against a site brought back up by hand.
+	// now, or the dying machine would leave it running. It is cleared when
+	// that power-off has failed for good (see powerOffSelf): a management
+	// host left running must take the next trigger.
 	selfDownJob atomic.Int64
+	// boot is this machine's boot id ("" when it cannot be read): jobs
+	// record it, and an interrupted job resumes only in the boot it ran in.
+	boot string
 
 	// idle is closed and replaced every time the runner finds no active job;
 	// tests wait on it instead of sleeping.
@@ -65,16 +69,26 @@ type Options struct {
 	// Observer is told about jobs, steps and peer requests (metrics,
 	// notifications); nil means nobody.
 	Observer Observer
+	// BootIDFile is where this machine's boot id is read (default
+	// DefaultBootIDFile); only tests point it elsewhere, to play a reboot.
+	BootIDFile string
 }
 
-// New returns a runner for cfg over st. Call Run to start it.
+// New returns a runner for cfg over st. Call Run to start it. It reads this
+// machine's boot id and tells the store, which records it with every job
+// created or started from now on.
 func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	opts.Deps.fill()
-	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, kick: make(chan struct{}, 1), idle: make(chan struct{})}
+	boot, err := ReadBootID(cmp.Or(opts.BootIDFile, DefaultBootIDFile))
+	if err != nil {
+		log.Error("this machine's boot id is unknown: a job interrupted by a restart will not resume", "err", err)
+	}
+	st.SetBootID(boot)
+	r := &Runner{cfg: cfg, store: st, log: log, obs: opts.Observer, boot: boot, kick: make(chan struct{}, 1), idle: make(chan struct{})}
 	var jobs journal.Observer
 	if so, ok := opts.Observer.(StoreObserver); ok {
 		jobs = so
@@ -113,7 +127,8 @@ func (r *Runner) signalIdle() {
 
 // Run executes jobs until ctx is cancelled. At start it settles what a
 // previous process left behind: an interrupted simulation is failed (it
-// proves nothing once interrupted), an interrupted shutdown resumes.
+// proves nothing once interrupted), an interrupted shutdown resumes if the
+// resume rule allows it (settleInterrupted) and fails otherwise.
 func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Settle(ctx); err != nil {
 		return err
@@ -152,9 +167,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// Settle fails the simulations a previous process left running. It runs
-// once; the service calls it before it accepts requests, so a simulation
-// requested in the first milliseconds after start is never mistaken for an
+// Settle fails the simulations a previous process left running and decides
+// whether an interrupted shutdown may resume (settleInterrupted). It runs
+// once; the service calls it before it accepts requests, so a job requested
+// in the first milliseconds after start is never mistaken for an
 // interrupted one. Run calls it too, for callers that start only a runner.
 func (r *Runner) Settle(ctx context.Context) error {
 	var err error
@@ -167,6 +183,10 @@ func (r *Runner) Settle(ctx context.Context) error {
 		}
 		if n > 0 {
 			r.log.Warn("failed simulations interrupted by restart", "count", n)
+		}
+		if err = r.settleInterrupted(ctx); err != nil {
+			err = fmt.Errorf("settle interrupted jobs: %w", err)
+			return
 		}
 		if n, err = r.store.CloseOpenActionsOfFinalJobs(ctx); err != nil {
 			err = fmt.Errorf("settle interrupted jobs: %w", err)
@@ -476,7 +496,8 @@ func (r *Runner) UnsavedStep(jobID int64, stored string) (text string, ok bool) 
 
 // PoweringOffSelf reports the shutdown job that is powering off the machine
 // running this process, if there is one; the API then answers a new
-// request with that job instead of starting one.
+// request with that job instead of starting one. It stops reporting it
+// once that power-off has failed for good.
 func (r *Runner) PoweringOffSelf() (jobID int64, ok bool) {
 	id := r.selfDownJob.Load()
 	return id, id != 0
@@ -559,12 +580,14 @@ func (r *Runner) startWatch(e *exec, cancel context.CancelFunc) (stop func()) {
 }
 
 // watch cancels the job's context when the job is no longer active in the
-// store (preempted), and turns a cancel request into the cancelled flag.
+// store (preempted), and turns a cancel request into the cancelled flag. It
+// also keeps the job's heartbeat (see heartbeat).
 func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{}) {
 	ch, unsub := r.store.Subscribe()
 	defer unsub()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	hb := heartbeat{every: heartbeatEvery(r.resumeWindow()), last: time.Now()}
 	for {
 		select {
 		case <-done:
@@ -575,6 +598,7 @@ func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{})
 			// main loop re-reads the store after the job anyway.
 		case <-t.C:
 		}
+		hb.beat(e)
 		j, err := r.store.Job(context.WithoutCancel(e.ctx), e.job.ID)
 		if err != nil {
 			continue

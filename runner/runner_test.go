@@ -83,7 +83,13 @@ func (f *fixture) startWith(opts runner.Options) (*runner.Runner, func()) {
 // the test ends.
 func (f *fixture) resumeToSuccess(id int64) {
 	f.t.Helper()
-	r, stop := f.start()
+	f.resumeWith(id, runner.Options{})
+}
+
+// resumeWith is resumeToSuccess with a runner of the given options.
+func (f *fixture) resumeWith(id int64, opts runner.Options) {
+	f.t.Helper()
+	r, stop := f.startWith(opts)
 	f.t.Cleanup(stop)
 	r.Kick()
 	f.waitFor("job final", 60*time.Second, func() bool { return f.job(id).State.Final() })

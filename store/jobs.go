@@ -53,6 +53,9 @@ type Job struct {
 	FinishedAt       *time.Time
 	Deadline         *time.Time // when the caller needs the job done, if it said
 	OnTrack          *bool      // nil while unknown; see SetOnTrack
+	// BootID is this machine's boot id when the job was created, started
+	// or last resumed ("" when not known); see Store.SetBootID.
+	BootID string
 }
 
 // NewJob is what a request says about a job to create.
@@ -80,7 +83,8 @@ const (
 )
 
 const jobColumns = `id, kind, state, token_name, remote_addr, reason, expected_recovery,
-	current_step, error, cancel_requested, created_at, started_at, finished_at, deadline, on_track`
+	current_step, error, cancel_requested, created_at, started_at, finished_at, deadline, on_track,
+	coalesce(boot_id, '')`
 
 const activeStates = `('pending', 'running')`
 
@@ -95,7 +99,8 @@ func scanJob(sc scanner) (Job, error) {
 		onTrack                              sql.NullBool
 	)
 	err := sc.Scan(&j.ID, &j.Kind, &j.State, &j.TokenName, &j.RemoteAddr, &j.Reason, &expected,
-		&j.CurrentStep, &j.Error, &j.CancelRequested, &created, &started, &finished, &deadline, &onTrack)
+		&j.CurrentStep, &j.Error, &j.CancelRequested, &created, &started, &finished, &deadline, &onTrack,
+		&j.BootID)
 	if err != nil {
 		return Job{}, err
 	}
@@ -128,7 +133,7 @@ func (s *Store) CreateSimulation(ctx context.Context, nj NewJob) (Job, error) {
 	var job Job
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
 		var err error
-		job, err = insertJob(ctx, tx, nj, now)
+		job, err = insertJob(ctx, tx, nj, s.bootID(), now)
 		return err
 	})
 	if err != nil {
@@ -162,7 +167,7 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 				return err
 			}
 		}
-		if job, err = insertJob(ctx, tx, nj, now); err != nil {
+		if job, err = insertJob(ctx, tx, nj, s.bootID(), now); err != nil {
 			return err
 		}
 		created = true
@@ -189,12 +194,13 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 	return job, created, nil
 }
 
-// insertJob inserts a pending job and records who asked and why.
-func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, now time.Time) (Job, error) {
+// insertJob inserts a pending job and records who asked and why, and the
+// boot of this machine it was asked in.
+func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, boot sql.NullString, now time.Time) (Job, error) {
 	job := Job{
 		Kind: nj.Kind, State: StatePending,
 		TokenName: nj.TokenName, RemoteAddr: nj.RemoteAddr, Reason: nj.Reason,
-		ExpectedRecovery: nj.ExpectedRecovery, CreatedAt: now,
+		ExpectedRecovery: nj.ExpectedRecovery, CreatedAt: now, BootID: boot.String,
 	}
 	if job.ExpectedRecovery != nil {
 		t := job.ExpectedRecovery.UTC().Truncate(time.Microsecond)
@@ -204,9 +210,9 @@ func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, now time.Time) (Job, 
 		t := nj.Deadline.UTC().Truncate(time.Microsecond)
 		job.Deadline = &t
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at, deadline)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now), nullTime(job.Deadline))
+	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at, deadline, boot_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now), nullTime(job.Deadline), boot)
 	if isUnique(err) {
 		return Job{}, ErrJobRunning
 	}
@@ -319,9 +325,10 @@ func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	return jobs, nil
 }
 
-// StartJob moves a job from pending to running; it is a no-op on a running
-// job (a resumed shutdown), ErrJobFinished on a final one, ErrNotFound on a
-// missing one.
+// StartJob moves a job from pending to running; on a running job (a
+// resumed shutdown) it only records the boot it resumes in. Either way the
+// job gets this machine's boot id (see SetBootID). It returns ErrJobFinished
+// on a final job, ErrNotFound on a missing one.
 func (s *Store) StartJob(ctx context.Context, id int64) error {
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
 		state, err := jobState(ctx, tx, id)
@@ -330,12 +337,14 @@ func (s *Store) StartJob(ctx context.Context, id int64) error {
 		}
 		switch {
 		case state == StateRunning:
-			return nil
+			_, err := tx.ExecContext(ctx, `UPDATE jobs SET boot_id = ?, touched_at = ? WHERE id = ?`,
+				s.bootID(), formatTime(now), id)
+			return err
 		case state.Final():
 			return fmt.Errorf("job is %s: %w", state, ErrJobFinished)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'running', started_at = ? WHERE id = ?`,
-			formatTime(now), id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'running', started_at = ?, boot_id = ?, touched_at = ? WHERE id = ?`,
+			formatTime(now), s.bootID(), formatTime(now), id); err != nil {
 			return err
 		}
 		return addEvent(ctx, tx, id, now, "info", "job started", "")
@@ -408,7 +417,7 @@ func finishJobTx(ctx context.Context, tx *sql.Tx, id int64, state State, errMsg 
 // SetCurrentStep stores the human progress text shown as current_step.
 func (s *Store) SetCurrentStep(ctx context.Context, id int64, text string) error {
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ? WHERE id = ?`, text, id)
+		res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ?, touched_at = ? WHERE id = ?`, text, formatTime(now), id)
 		if err != nil {
 			return err
 		}
@@ -526,9 +535,8 @@ func (s *Store) FailInterruptedSimulations(ctx context.Context) (int, error) {
 			if err := finishJobTx(ctx, tx, id, StateFailed, msg, now); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE steps SET state = 'failed', error = ?, finished_at = ?
-				WHERE job_id = ? AND state IN ('pending', 'running')`, msg, ts, id); err != nil {
-				return fmt.Errorf("fail steps of job %d: %w", id, err)
+			if err := failOpenStepsTx(ctx, tx, id, msg, now); err != nil {
+				return err
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE actions SET state = 'failed', error = ?, finished_at = ?, updated_at = ?
 				WHERE job_id = ? AND state IN ('pending', 'running')`, msg, ts, ts, id); err != nil {
@@ -545,4 +553,14 @@ func (s *Store) FailInterruptedSimulations(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("fail interrupted simulations: %w", err)
 	}
 	return n, nil
+}
+
+// failOpenStepsTx fails the steps of a job that nobody will finish (the
+// job is being ended at start-up), with why.
+func failOpenStepsTx(ctx context.Context, tx *sql.Tx, id int64, why string, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE steps SET state = 'failed', error = ?, finished_at = ?
+		WHERE job_id = ? AND state IN ('pending', 'running')`, why, formatTime(now), id); err != nil {
+		return fmt.Errorf("fail steps of job %d: %w", id, err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -63,6 +64,9 @@ type Store struct {
 	// so a token revoked by another process is refused from the next
 	// request on.
 	latestJob, tokenByHash *sql.Stmt
+	// boot is this machine's boot id, recorded with every job created or
+	// started (see SetBootID); nil or "" when not known.
+	boot atomic.Pointer[string]
 }
 
 // Open creates the database file (mode 0600) if needed, opens it and applies

@@ -15,6 +15,10 @@ const (
 	envConfig   = "SHUTDOWND_CONFIG"   // --config
 	envDatabase = "SHUTDOWND_DATABASE" // --database (store commands)
 	envListen   = "SHUTDOWND_LISTEN"   // serve: overrides listen of the config
+	// envBootIDFile replaces /proc/sys/kernel/random/boot_id for serve. Only
+	// tests set it, to play a reboot of the management machine between two
+	// runs of the real binary; in production the kernel's file is the truth.
+	envBootIDFile = "SHUTDOWND_BOOT_ID_FILE"
 	// The client's variables (SHUTDOWND_URL, SHUTDOWND_TOKEN,
 	// SHUTDOWND_TOKEN_FILE, SHUTDOWND_CA_FILE) are read in client.go.
 )

@@ -27,7 +27,7 @@ func cmdServe(ctx context.Context, args []string, logger *slog.Logger, stderr io
 	if err := overrideListen(cfg, *listen); err != nil {
 		return err
 	}
-	m := &Main{Config: cfg, Logger: logger}
+	m := &Main{Config: cfg, Logger: logger, BootIDFile: os.Getenv(envBootIDFile)}
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
