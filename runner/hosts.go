@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
+	"github.com/edgeops/shutdownd/runner/hostctl"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -238,31 +239,8 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	}
 	start := time.Now()
 
-	// The BMC session, in the background while SSH goes ahead.
-	var (
-		ctl    *bmcLink
-		bmcErr error
-		ready  = make(chan struct{})
-	)
-	if h.BMC != nil {
-		go func() {
-			defer close(ready)
-			c, warm, err := e.bmcFor(h)
-			if err != nil {
-				bmcErr = err
-				return
-			}
-			ctl = &bmcLink{e: e, h: h, ctl: c, warm: warm}
-		}()
-	} else {
-		close(ready)
-	}
-	defer func() {
-		<-ready
-		if ctl != nil {
-			ctl.Close(context.WithoutCancel(e.ctx))
-		}
-	}()
+	bmcs := e.openBMCAsync(h) // in the background while SSH goes ahead
+	defer bmcs.close()
 
 	// Read the power state first only where it can matter (run.check): a
 	// host a run before a restart may have powered off, or one the warm-up
@@ -270,8 +248,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	// could take the whole connect timeout).
 	checked := false
 	if run.check {
-		<-ready
-		if bmcErr == nil {
+		if ctl, err := bmcs.wait(); err == nil {
 			checked = true
 			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
 				return finish(true, "already Off (BMC)", "")
@@ -282,8 +259,10 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	sent := prior.sent
 	if sent {
 		rec.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+	} else if ok, wrong := e.sshPowerOff(step, h, run.ssh, rec); wrong != nil {
+		return finish(false, "", thisMachineReason(wrong))
 	} else {
-		sent = e.sshPowerOff(step, h, run.ssh, rec)
+		sent = ok
 	}
 	if h.BMC == nil {
 		if sent {
@@ -291,7 +270,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 		}
 		return finish(false, "", "SSH power-off failed and no BMC configured")
 	}
-	<-ready
+	ctl, bmcErr := bmcs.wait()
 	if bmcErr != nil {
 		rec.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
 		if sent {
@@ -315,20 +294,28 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 			return finish(true, "already Off (BMC)", "")
 		}
 	}
+	return finish(e.forceOff(step, h, ctl, start, rec))
+}
+
+// forceOff escalates through the BMC: soft off, then hard off, each
+// confirmed by reading the power state. It returns what powerOffHost's
+// finish takes: whether the host is off, the detail and the failure.
+func (e *exec) forceOff(step store.Step, h config.Host, ctl PowerController, start time.Time, rec *recorder) (bool, string, string) {
+	t := e.r.cfg.Timeouts
 	if e.ctx.Err() != nil {
-		return finish(false, "", "interrupted")
+		return false, "", "interrupted"
 	}
 	if e.bmcPower(step, h, "bmc-soft-off", ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff, rec) {
-		return finish(true, fmt.Sprintf("off via BMC soft off after %s", since(start)), "")
+		return true, fmt.Sprintf("off via BMC soft off after %s", since(start)), ""
 	}
 	if e.ctx.Err() != nil {
-		return finish(false, "", "interrupted")
+		return false, "", "interrupted"
 	}
 	rec.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
 	if e.bmcPower(step, h, "bmc-hard-off", ctl.HardOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff, rec) {
-		return finish(true, fmt.Sprintf("off via BMC hard off after %s", since(start)), "")
+		return true, fmt.Sprintf("off via BMC hard off after %s", since(start)), ""
 	}
-	return finish(false, "", "still on after BMC hard off")
+	return false, "", "still on after BMC hard off"
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
@@ -381,13 +368,15 @@ func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
 
 // sshPowerOff sends the power-off command. It reports whether the command
 // was sent; a dropped connection counts as sent (the host went down).
-func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) bool {
+// wrong is set when the host's address led to this machine: nothing was
+// sent, and the caller must not use the BMC either (thisMachineReason).
+func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) (sent bool, wrong error) {
 	if a == nil {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
 		b, err := rec.begin(key, h.SSH.PoweroffCommand)
 		if err != nil {
 			e.log.Error("record action", "err", err)
-			return false
+			return false, nil
 		}
 		a = &b
 	}
@@ -396,20 +385,79 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec 
 		return conn.PowerOff(e.ctx, h.SSH.PoweroffCommand)
 	})
 	if (dialErr != nil || err != nil) && e.ctx.Err() != nil {
-		return false // service stopping: left running, retried on resume
+		return false, nil // service stopping: left running, retried on resume
+	}
+	if errors.Is(dialErr, hostctl.ErrThisMachine) {
+		rec.finish(a.ID, store.ActionFailed, "", "refused, nothing sent: "+dialErr.Error())
+		return false, dialErr
 	}
 	if dialErr != nil {
 		rec.finish(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
 		rec.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
-		return false
+		return false, nil
 	}
 	if err != nil {
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		rec.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
-		return false
+		return false, nil
 	}
 	rec.finish(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
-	return true
+	return true, nil
+}
+
+// thisMachineReason is the failure of a host whose SSH address led to this
+// machine. Its BMC is not used either: the same change of DNS or NAT that
+// moved the SSH address may have moved the BMC's, and forcing off a machine
+// whose identity was just proven wrong could take down this one, or
+// another, mid-shutdown. A host left on loses power when the batteries
+// run out, as it would have without shutdownd; the wrong machine powered
+// off can lose the whole site.
+func thisMachineReason(err error) string {
+	return "not powered off, and its BMC not used: " + err.Error() +
+		" (an address that changed since start-up may lead the BMC astray too; check DNS and NAT for this host)"
+}
+
+// pendingBMC is a host's BMC session being opened in the background while
+// the SSH power-off goes ahead, so that neither waits for the other.
+type pendingBMC struct {
+	ready chan struct{}
+	ctl   *bmcLink
+	err   error
+	ctx   context.Context
+}
+
+// openBMCAsync starts opening h's BMC session (the pool's when it has one);
+// a host without BMC gets a pending session that is ready with none.
+func (e *exec) openBMCAsync(h config.Host) *pendingBMC {
+	p := &pendingBMC{ready: make(chan struct{}), ctx: e.ctx}
+	if h.BMC == nil {
+		close(p.ready)
+		return p
+	}
+	go func() {
+		defer close(p.ready)
+		c, warm, err := e.bmcFor(h)
+		if err != nil {
+			p.err = err
+			return
+		}
+		p.ctl = &bmcLink{e: e, h: h, ctl: c, warm: warm}
+	}()
+	return p
+}
+
+// wait returns the session once it is open (or failed to open).
+func (p *pendingBMC) wait() (*bmcLink, error) {
+	<-p.ready
+	return p.ctl, p.err
+}
+
+// close waits for the open to end and closes the session, even when the
+// job's context is cancelled (a BMC keeps a session it is not told about).
+func (p *pendingBMC) close() {
+	if ctl, _ := p.wait(); ctl != nil {
+		ctl.Close(context.WithoutCancel(p.ctx))
+	}
 }
 
 func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(context.Context) error, rec *recorder) bool {

@@ -376,3 +376,25 @@ func TestDialCancelled(t *testing.T) {
 		t.Fatal("Dial did not return after cancel")
 	}
 }
+
+// A host that presents one of this machine's own keys is refused during the
+// handshake: no login, no command, whatever known_hosts says.
+func TestDialRefusesThisMachinesKey(t *testing.T) {
+	t.Parallel()
+	h, target := newHost(t, sitesim.SSHHostOptions{})
+	target.RefuseKeys = []hostctl.OwnKey{{File: "/etc/ssh/ssh_host_ed25519_key.pub", Key: h.HostKey()}}
+	c, err := hostctl.Dial(context.Background(), target)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial accepted a host presenting this machine's key")
+	}
+	if !errors.Is(err, hostctl.ErrThisMachine) || errors.Is(err, hostctl.ErrUnreachable) {
+		t.Errorf("Dial = %v; want ErrThisMachine only", err)
+	}
+	if !strings.Contains(err.Error(), ssh.FingerprintSHA256(h.HostKey())) {
+		t.Errorf("error %q does not name the key", err)
+	}
+	if h.Logins() != 0 || len(h.Commands()) != 0 {
+		t.Errorf("host saw %d logins, %d commands; want none", h.Logins(), len(h.Commands()))
+	}
+}
