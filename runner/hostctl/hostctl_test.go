@@ -148,6 +148,7 @@ func TestPowerOffOutcomes(t *testing.T) {
 	tests := []struct {
 		name    string
 		opts    sitesim.SSHHostOptions
+		user    string // root when empty
 		cmd     string
 		timeout time.Duration
 		wantErr string // "" means nil
@@ -155,7 +156,7 @@ func TestPowerOffOutcomes(t *testing.T) {
 	}{
 		{name: "clean exit", opts: sitesim.SSHHostOptions{ExitOnPowerOff: true}, cmd: "poweroff", wantOff: true},
 		{name: "ignored by host", opts: sitesim.SSHHostOptions{IgnorePowerOff: true}, cmd: "systemctl poweroff"},
-		{name: "sudo refused", opts: sitesim.SSHHostOptions{SudoDenied: true}, cmd: "sudo -n systemctl poweroff",
+		{name: "sudo refused", opts: sitesim.SSHHostOptions{SudoDenied: true}, user: "ops", cmd: "sudo -n systemctl poweroff",
 			wantErr: "power-off command exited 1: sudo: a password is required"},
 		{name: "no such command", cmd: "shutdown -r now", wantErr: "power-off command exited 127"},
 		// Accepted, then the session hangs past the timeout: counted as
@@ -169,6 +170,9 @@ func TestPowerOffOutcomes(t *testing.T) {
 			h, target := newHost(t, tt.opts)
 			if tt.timeout > 0 {
 				target.CommandTimeout = tt.timeout
+			}
+			if tt.user != "" {
+				target.User = tt.user
 			}
 			c := dial(t, target)
 			err := c.PowerOff(context.Background(), tt.cmd)
