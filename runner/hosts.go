@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -521,9 +522,10 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 }
 
 // hostsCheck logs in to every host and every BMC, changing nothing: an SSH
-// login with host-key verification and a harmless command (and sudo -n true
-// when the power-off command uses sudo), a BMC session and a power-state
-// read that must say On. All hosts are checked; every failure is reported.
+// login with host-key verification and a harmless command, the proof that
+// the host's power-off and storage commands would be permitted
+// (checkPrivilege), a BMC session and a power-state read that must say On.
+// All hosts are checked; every failure is reported.
 func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 	hosts := e.r.cfg.Hosts
 	var checked, failed atomic.Int64
@@ -581,23 +583,26 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 		}
 		e.finishAction(a.ID, store.ActionSucceeded, out, "")
 	}
+	var conn HostConn
 	check("host", "check-ssh", h.Address, func() (string, error) {
-		conn, err := e.r.deps.DialHost(e.ctx, h)
+		c, err := e.r.deps.DialHost(e.ctx, h)
 		if err != nil {
 			return "", fmt.Errorf("ssh: %w", err)
 		}
-		defer conn.Close()
-		if _, err := conn.Run(e.ctx, "true"); err != nil {
+		if _, err := c.Run(e.ctx, "true"); err != nil {
+			c.Close()
 			return "", fmt.Errorf("ssh command: %w", err)
 		}
-		if usesSudo(h.SSH.PoweroffCommand) {
-			if _, err := conn.Run(e.ctx, "sudo -n true"); err != nil {
-				return "", fmt.Errorf("sudo -n true (power-off command uses sudo): %w", err)
-			}
-			return "login, command and sudo ok", nil
-		}
+		conn = c
 		return "login and command ok", nil
 	})
+	if conn != nil {
+		cmds, preset := e.commandsOn(h)
+		check("host", "check-privilege", strings.Join(cmds, "; "), func() (string, error) {
+			return checkPrivilege(e.ctx, conn, h.SSH.User, cmds, preset)
+		})
+		conn.Close()
+	}
 	if h.BMC == nil {
 		return ok
 	}
@@ -619,9 +624,119 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 	return ok
 }
 
-func usesSudo(cmd string) bool {
-	f := strings.Fields(cmd)
-	return len(f) > 0 && f[0] == "sudo"
+// commandsOn returns every command a shutdown would run on h that needs
+// privilege: its power-off command and its storage commands (the Ceph
+// preset's or the configured ones), each once; preset reports whether the
+// Ceph preset sends it (as it is: it cannot be given sudo). The read-only
+// health command is not among them: the simulation runs it, which proves it.
+func (e *exec) commandsOn(h config.Host) (cmds []string, preset map[string]bool) {
+	cmds, preset = []string{h.SSH.PoweroffCommand}, map[string]bool{}
+	st := e.r.cfg.Storage
+	for _, c := range st.Plan() {
+		if c.Host == h.Name && !slices.Contains(cmds, c.Command) {
+			cmds = append(cmds, c.Command)
+			preset[c.Command] = st.Type == config.StorageCeph
+		}
+	}
+	return cmds, preset
+}
+
+// checkPrivilege proves, without running them, that user may run cmds on
+// the host of conn: user is root (`id -u` prints 0), or each command goes
+// through sudo and `sudo -n -l` permits it. A command that does not go
+// through sudo is not proven for a user other than root, even where sudo
+// would permit it: it is sent as it is, and what allows it then (polkit,
+// group rights) cannot be checked without running it; the failure says how
+// to make it provable. The Ceph preset's commands never go through sudo:
+// they need root. Every command is checked; the error names each refusal.
+func checkPrivilege(ctx context.Context, conn HostConn, user string, cmds []string, preset map[string]bool) (string, error) {
+	res, err := conn.Run(ctx, "id -u")
+	if err != nil {
+		return "", fmt.Errorf("id -u: %w", err)
+	}
+	uid := strings.TrimSpace(res.Stdout)
+	if uid == "0" {
+		return fmt.Sprintf("user %s is root (id -u 0): %d commands permitted", user, len(cmds)), nil
+	}
+	var refused, permitted, ceph []string
+	for _, c := range cmds {
+		if preset[c] {
+			ceph = append(ceph, c)
+			continue
+		}
+		sc := parseSudo(c)
+		res, err := conn.Run(ctx, "sudo -n -l "+sc.listArgs())
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return "", err
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("sudo -n -l refuses '%s': %s", sc.cmd, sudoReason(res)))
+		case !sc.sudo:
+			refused = append(refused, fmt.Sprintf("'%s' does not go through sudo, so nothing proves it is permitted "+
+				"(sudo -n -l permits it: make the command 'sudo -n %s')", c, sc.cmd))
+		default:
+			permitted = append(permitted, sc.cmd)
+		}
+	}
+	if len(ceph) > 0 {
+		refused = append(refused, fmt.Sprintf("the ceph preset sends its commands without sudo (%s): it needs root on this host "+
+			"(or storage type commands, with sudo)", strings.Join(ceph, "; ")))
+	}
+	if len(refused) > 0 {
+		return "", fmt.Errorf("user %s is not root (id -u %s) and %s", user, uid, strings.Join(refused, "; "))
+	}
+	return fmt.Sprintf("user %s (id -u %s): sudo -n -l permits %s", user, uid, strings.Join(permitted, "; ")), nil
+}
+
+// sudoReason is why `sudo -n -l` refused: what it printed, else its exit
+// status (sudo lists a command no rule allows with no message).
+func sudoReason(res hostctl.Result) string {
+	if msg := strings.Join(strings.Fields(res.Stderr), " "); msg != "" {
+		return msg
+	}
+	return fmt.Sprintf("no sudo rule allows it (exit %d)", res.ExitStatus)
+}
+
+// sudoCommand is a command line taken apart for `sudo -n -l`: whether it
+// goes through sudo, the options naming whom it runs as, and the command
+// sudo runs.
+type sudoCommand struct {
+	sudo  bool
+	runAs []string // -u USER, -g GROUP
+	cmd   string
+}
+
+// sudoArgOptions are sudo's options that take a value.
+var sudoArgOptions = map[string]bool{"-u": true, "-g": true, "-p": true, "-C": true, "-D": true, "-T": true, "-U": true, "-h": true, "-r": true, "-t": true}
+
+func parseSudo(line string) sudoCommand {
+	f := strings.Fields(line)
+	if len(f) == 0 || path.Base(f[0]) != "sudo" {
+		return sudoCommand{cmd: line}
+	}
+	sc := sudoCommand{sudo: true}
+	f = f[1:]
+	for len(f) > 0 && strings.HasPrefix(f[0], "-") {
+		if f[0] == "--" {
+			f = f[1:]
+			break
+		}
+		if sudoArgOptions[f[0]] && len(f) > 1 {
+			if f[0] == "-u" || f[0] == "-g" {
+				sc.runAs = append(sc.runAs, f[0], f[1])
+			}
+			f = f[2:]
+			continue
+		}
+		f = f[1:]
+	}
+	sc.cmd = strings.Join(f, " ")
+	return sc
+}
+
+// listArgs are the arguments of `sudo -n -l` that ask about this command.
+func (sc sudoCommand) listArgs() string {
+	return strings.Join(append(slices.Clone(sc.runAs), sc.cmd), " ")
 }
 
 // prepareSelf records the self hosts' power-off before the job's final
