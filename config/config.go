@@ -75,6 +75,9 @@ type Config struct {
 	// when deciding a client's address (token networks, rate limits).
 	// Empty: the header is ignored, since any client can write it.
 	TrustedProxies []netip.Prefix
+	// OwnHostKeys are this machine's SSH host keys, read at load (see
+	// Options.OwnHostKeys); empty when it has none.
+	OwnHostKeys []OwnKey
 }
 
 // TLS names the certificate and key for HTTPS; both empty means plain HTTP.
@@ -238,6 +241,12 @@ type Host struct {
 	SSH SSH
 	// BMC is fully resolved, or nil when the host has no BMC.
 	BMC *BMC
+	// RefuseKeys are host keys this host must never present: this
+	// machine's own (Config.OwnHostKeys) for every host not marked self,
+	// nil for the self host. A session that presents one has reached the
+	// machine running shutdownd under this host's address (a DNS or NAT
+	// change since the load) and is refused before anything is sent.
+	RefuseKeys []OwnKey
 }
 
 // Metrics access levels for GET /metrics.
@@ -268,11 +277,16 @@ type Webhook struct {
 
 // Load reads and validates the config file at path.
 func Load(path string) (*Config, error) {
+	return LoadWith(path, Options{})
+}
+
+// LoadWith is Load with options (where this machine's SSH host keys are).
+func LoadWith(path string, opts Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, path)
+	return ParseWith(data, path, opts)
 }
 
 // HostGroups returns the non-self hosts in shutdown order: one group per

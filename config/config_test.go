@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // full is SPEC.md section 5's example, adapted to files of site(), with
@@ -71,7 +73,7 @@ func loadFull(t *testing.T) (*Config, string) {
 	t.Setenv("SHUTDOWND_TEST_HOOK", testHookSecret)
 	path := filepath.Join(dir, "shutdownd.yaml")
 	writeFile(t, path, full)
-	c, err := Load(path)
+	c, err := LoadWith(path, ownKeysIn(dir))
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -118,6 +120,16 @@ func TestLoadFull(t *testing.T) {
 		Notify: Notify{Webhooks: []Webhook{
 			{URL: "https://hooks.example.com/T0k3n/path", SecretEnv: "SHUTDOWND_TEST_HOOK", Secret: testHookSecret},
 		}},
+	}
+	own, _, _, _, err := ssh.ParseAuthorizedKey([]byte(fixtureOwnKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.OwnHostKeys = []OwnKey{{File: filepath.Join(dir, "own", "ssh_host_ed25519_key.pub"), Key: own}}
+	for i := range want.Hosts {
+		if !want.Hosts[i].Self {
+			want.Hosts[i].RefuseKeys = want.OwnHostKeys
+		}
 	}
 	if !reflect.DeepEqual(c, want) {
 		for i := range want.Hosts {

@@ -37,6 +37,7 @@ func (e *FieldError) Error() string {
 type decoder struct {
 	file string
 	dir  string
+	opts Options
 	errs []*FieldError
 }
 

@@ -48,6 +48,12 @@ func site(t *testing.T) string {
 		{"id_ed25519.pub", fixtureHostKey + "\n", 0o600},
 		{"id_locked", fixtureLockedKey, 0o600},
 		{"bad_known_hosts", "this is not a known_hosts line\n", 0o644},
+		// This machine's own SSH host key, as the tests see it: the
+		// machine running them may have an sshd with keys of its own.
+		{"own/ssh_host_ed25519_key.pub", fixtureOwnKey + "\n", 0o644},
+	}
+	if err := os.Mkdir(filepath.Join(dir, "own"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
@@ -64,8 +70,26 @@ func site(t *testing.T) string {
 
 func parseIn(t *testing.T, dir, yml string) (*Config, error) {
 	t.Helper()
-	return Parse([]byte(yml), filepath.Join(dir, "shutdownd.yaml"))
+	return ParseWith([]byte(yml), filepath.Join(dir, "shutdownd.yaml"), ownKeysIn(dir))
 }
+
+// ownKeysIn points the loader at the own host key site() writes.
+func ownKeysIn(dir string) Options {
+	return Options{OwnHostKeys: filepath.Join(dir, "own", "ssh_host_*_key.pub"), OwnHostKeysSet: true}
+}
+
+// fixtureOwnKey is this machine's host key in the tests (public key line).
+var fixtureOwnKey = func() string {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}()
 
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()

@@ -17,6 +17,7 @@ func (d *decoder) hosts(key, n *yaml.Node, c *Config, top bmcDraft) {
 	items := d.sequence(n, "hosts")
 	var self *yaml.Node
 	var selfName string
+	var nodes []hostNodes // of each host in c.Hosts, for the guards
 	for i, item := range items {
 		p := fmt.Sprintf("hosts[%d]", i)
 		m := d.mapping(item, p, "name", "role", "address", "self", "ssh", "bmc")
@@ -71,13 +72,20 @@ func (d *decoder) hosts(key, n *yaml.Node, c *Config, top bmcDraft) {
 			noKnown = append(noKnown, &FieldError{File: d.file, Line: item.Line, Path: p + ".ssh.known_hosts",
 				Reason: fmt.Sprintf("required (host keys are always verified): set ssh.known_hosts or %s.ssh.known_hosts", p)})
 		}
+		hn := hostNodes{address: item}
+		if e, ok := m["address"]; ok {
+			hn.address = e.val
+		}
 		if e, ok := m["bmc"]; ok && !isNull(e.val) {
 			h.BMC = d.hostBMC(e, p, top, h.Name, longIPMI)
+			hn.bmc = valueOf(e.val, "address", e.key)
 		}
 		if h.Name != "" {
 			c.Hosts = append(c.Hosts, h)
+			nodes = append(nodes, hn)
 		}
 	}
+	d.guards(c, nodes, key)
 	for _, missing := range [][]*FieldError{noKey, noKnown} {
 		if len(missing) > 1 && len(missing) == len(items) {
 			field := missing[0].Path[strings.LastIndex(missing[0].Path, ".")+1:]

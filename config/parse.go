@@ -73,7 +73,12 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // paths in the file are resolved against its directory. On error the
 // returned error joins one *FieldError per problem, sorted by line.
 func Parse(data []byte, name string) (*Config, error) {
-	d := &decoder{file: name, dir: filepath.Dir(name)}
+	return ParseWith(data, name, Options{})
+}
+
+// ParseWith is Parse with options (where this machine's SSH host keys are).
+func ParseWith(data []byte, name string, opts Options) (*Config, error) {
+	d := &decoder{file: name, dir: filepath.Dir(name), opts: opts}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {

@@ -47,6 +47,10 @@ func TestIntegrationSimulationAgainstRealPeersChangesNothing(t *testing.T) {
 		if a := r.action(t, "host", name, "check-ssh"); a.State != store.ActionSucceeded {
 			t.Errorf("%s check-ssh %s: %s", name, a.State, a.Error)
 		}
+		// The real sshd's login is root: `id -u` proves every command.
+		if a := r.action(t, "host", name, "check-privilege"); a.State != store.ActionSucceeded || !strings.HasPrefix(a.Detail, "user root is root (id -u 0)") {
+			t.Errorf("%s check-privilege %s %q: %s", name, a.State, a.Detail, a.Error)
+		}
 		if a := r.action(t, "bmc", name, "check-bmc"); a.State != store.ActionSucceeded || a.Detail != "session ok, power On" {
 			t.Errorf("%s check-bmc %s %q: %s", name, a.State, a.Detail, a.Error)
 		}

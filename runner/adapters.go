@@ -34,7 +34,21 @@ func dialHost(ctx context.Context, h config.Host) (HostConn, error) {
 		KnownHosts:     h.SSH.KnownHosts,
 		ConnectTimeout: h.SSH.ConnectTimeout,
 		CommandTimeout: h.SSH.CommandTimeout,
+		RefuseKeys:     refuseKeys(h),
 	})
+}
+
+// refuseKeys are the host keys h must never present: this machine's own,
+// unless h is this machine.
+func refuseKeys(h config.Host) []hostctl.OwnKey {
+	if h.Self {
+		return nil
+	}
+	out := make([]hostctl.OwnKey, len(h.RefuseKeys))
+	for i, k := range h.RefuseKeys {
+		out[i] = hostctl.OwnKey{File: k.File, Key: k.Key}
+	}
+	return out
 }
 
 func openBMC(ctx context.Context, h config.Host) (PowerController, error) {

@@ -337,9 +337,10 @@ func (p *connPool) fillBMC(s *slot[PowerController], ctl PowerController, err er
 var errPoolClosed = errors.New("job ended")
 
 // permanentSSH reports whether a failed dial would fail the same way again:
-// the host key or our key was refused.
+// the host key or our key was refused, or the host is this machine.
 func permanentSSH(err error) bool {
-	return errors.Is(err, hostctl.ErrHostKeyMismatch) || errors.Is(err, hostctl.ErrHostKeyUnknown) || errors.Is(err, hostctl.ErrAuth)
+	return errors.Is(err, hostctl.ErrHostKeyMismatch) || errors.Is(err, hostctl.ErrHostKeyUnknown) ||
+		errors.Is(err, hostctl.ErrAuth) || errors.Is(err, hostctl.ErrThisMachine)
 }
 
 // sshConn returns the slot of a live, authenticated connection to h,

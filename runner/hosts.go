@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
+	"github.com/edgeops/shutdownd/runner/hostctl"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -237,31 +240,8 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	}
 	start := time.Now()
 
-	// The BMC session, in the background while SSH goes ahead.
-	var (
-		ctl    *bmcLink
-		bmcErr error
-		ready  = make(chan struct{})
-	)
-	if h.BMC != nil {
-		go func() {
-			defer close(ready)
-			c, warm, err := e.bmcFor(h)
-			if err != nil {
-				bmcErr = err
-				return
-			}
-			ctl = &bmcLink{e: e, h: h, ctl: c, warm: warm}
-		}()
-	} else {
-		close(ready)
-	}
-	defer func() {
-		<-ready
-		if ctl != nil {
-			ctl.Close(context.WithoutCancel(e.ctx))
-		}
-	}()
+	bmcs := e.openBMCAsync(h) // in the background while SSH goes ahead
+	defer bmcs.close()
 
 	// Read the power state first only where it can matter (run.check): a
 	// host a run before a restart may have powered off, or one the warm-up
@@ -269,8 +249,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	// could take the whole connect timeout).
 	checked := false
 	if run.check {
-		<-ready
-		if bmcErr == nil {
+		if ctl, err := bmcs.wait(); err == nil {
 			checked = true
 			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
 				return finish(true, "already Off (BMC)", "")
@@ -281,8 +260,10 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	sent := prior.sent
 	if sent {
 		rec.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+	} else if ok, wrong := e.sshPowerOff(step, h, run.ssh, rec); wrong != nil {
+		return finish(false, "", thisMachineReason(wrong))
 	} else {
-		sent = e.sshPowerOff(step, h, run.ssh, rec)
+		sent = ok
 	}
 	if h.BMC == nil {
 		if sent {
@@ -290,7 +271,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 		}
 		return finish(false, "", "SSH power-off failed and no BMC configured")
 	}
-	<-ready
+	ctl, bmcErr := bmcs.wait()
 	if bmcErr != nil {
 		rec.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
 		if sent {
@@ -314,20 +295,28 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 			return finish(true, "already Off (BMC)", "")
 		}
 	}
+	return finish(e.forceOff(step, h, ctl, start, rec))
+}
+
+// forceOff escalates through the BMC: soft off, then hard off, each
+// confirmed by reading the power state. It returns what powerOffHost's
+// finish takes: whether the host is off, the detail and the failure.
+func (e *exec) forceOff(step store.Step, h config.Host, ctl PowerController, start time.Time, rec *recorder) (bool, string, string) {
+	t := e.r.cfg.Timeouts
 	if e.ctx.Err() != nil {
-		return finish(false, "", "interrupted")
+		return false, "", "interrupted"
 	}
 	if e.bmcPower(step, h, "bmc-soft-off", ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff, rec) {
-		return finish(true, fmt.Sprintf("off via BMC soft off after %s", since(start)), "")
+		return true, fmt.Sprintf("off via BMC soft off after %s", since(start)), ""
 	}
 	if e.ctx.Err() != nil {
-		return finish(false, "", "interrupted")
+		return false, "", "interrupted"
 	}
 	rec.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
 	if e.bmcPower(step, h, "bmc-hard-off", ctl.HardOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff, rec) {
-		return finish(true, fmt.Sprintf("off via BMC hard off after %s", since(start)), "")
+		return true, fmt.Sprintf("off via BMC hard off after %s", since(start)), ""
 	}
-	return finish(false, "", "still on after BMC hard off")
+	return false, "", "still on after BMC hard off"
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
@@ -380,13 +369,15 @@ func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
 
 // sshPowerOff sends the power-off command. It reports whether the command
 // was sent; a dropped connection counts as sent (the host went down).
-func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) bool {
+// wrong is set when the host's address led to this machine: nothing was
+// sent, and the caller must not use the BMC either (thisMachineReason).
+func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) (sent bool, wrong error) {
 	if a == nil {
 		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
 		b, err := rec.begin(key, h.SSH.PoweroffCommand)
 		if err != nil {
 			e.log.Error("record action", "err", err)
-			return false
+			return false, nil
 		}
 		a = &b
 	}
@@ -395,20 +386,79 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec 
 		return conn.PowerOff(e.ctx, h.SSH.PoweroffCommand)
 	})
 	if (dialErr != nil || err != nil) && e.ctx.Err() != nil {
-		return false // service stopping: left running, retried on resume
+		return false, nil // service stopping: left running, retried on resume
+	}
+	if errors.Is(dialErr, hostctl.ErrThisMachine) {
+		rec.finish(a.ID, store.ActionFailed, "", "refused, nothing sent: "+dialErr.Error())
+		return false, dialErr
 	}
 	if dialErr != nil {
 		rec.finish(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
 		rec.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
-		return false
+		return false, nil
 	}
 	if err != nil {
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		rec.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
-		return false
+		return false, nil
 	}
 	rec.finish(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
-	return true
+	return true, nil
+}
+
+// thisMachineReason is the failure of a host whose SSH address led to this
+// machine. Its BMC is not used either: the same change of DNS or NAT that
+// moved the SSH address may have moved the BMC's, and forcing off a machine
+// whose identity was just proven wrong could take down this one, or
+// another, mid-shutdown. A host left on loses power when the batteries
+// run out, as it would have without shutdownd; the wrong machine powered
+// off can lose the whole site.
+func thisMachineReason(err error) string {
+	return "not powered off, and its BMC not used: " + err.Error() +
+		" (an address that changed since start-up may lead the BMC astray too; check DNS and NAT for this host)"
+}
+
+// pendingBMC is a host's BMC session being opened in the background while
+// the SSH power-off goes ahead, so that neither waits for the other.
+type pendingBMC struct {
+	ready chan struct{}
+	ctl   *bmcLink
+	err   error
+	ctx   context.Context
+}
+
+// openBMCAsync starts opening h's BMC session (the pool's when it has one);
+// a host without BMC gets a pending session that is ready with none.
+func (e *exec) openBMCAsync(h config.Host) *pendingBMC {
+	p := &pendingBMC{ready: make(chan struct{}), ctx: e.ctx}
+	if h.BMC == nil {
+		close(p.ready)
+		return p
+	}
+	go func() {
+		defer close(p.ready)
+		c, warm, err := e.bmcFor(h)
+		if err != nil {
+			p.err = err
+			return
+		}
+		p.ctl = &bmcLink{e: e, h: h, ctl: c, warm: warm}
+	}()
+	return p
+}
+
+// wait returns the session once it is open (or failed to open).
+func (p *pendingBMC) wait() (*bmcLink, error) {
+	<-p.ready
+	return p.ctl, p.err
+}
+
+// close waits for the open to end and closes the session, even when the
+// job's context is cancelled (a BMC keeps a session it is not told about).
+func (p *pendingBMC) close() {
+	if ctl, _ := p.wait(); ctl != nil {
+		ctl.Close(context.WithoutCancel(p.ctx))
+	}
 }
 
 func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(context.Context) error, rec *recorder) bool {
@@ -472,9 +522,10 @@ func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, o
 }
 
 // hostsCheck logs in to every host and every BMC, changing nothing: an SSH
-// login with host-key verification and a harmless command (and sudo -n true
-// when the power-off command uses sudo), a BMC session and a power-state
-// read that must say On. All hosts are checked; every failure is reported.
+// login with host-key verification and a harmless command, the proof that
+// the host's power-off and storage commands would be permitted
+// (checkPrivilege), a BMC session and a power-state read that must say On.
+// All hosts are checked; every failure is reported.
 func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 	hosts := e.r.cfg.Hosts
 	var checked, failed atomic.Int64
@@ -532,23 +583,26 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 		}
 		e.finishAction(a.ID, store.ActionSucceeded, out, "")
 	}
+	var conn HostConn
 	check("host", "check-ssh", h.Address, func() (string, error) {
-		conn, err := e.r.deps.DialHost(e.ctx, h)
+		c, err := e.r.deps.DialHost(e.ctx, h)
 		if err != nil {
 			return "", fmt.Errorf("ssh: %w", err)
 		}
-		defer conn.Close()
-		if _, err := conn.Run(e.ctx, "true"); err != nil {
+		if _, err := c.Run(e.ctx, "true"); err != nil {
+			c.Close()
 			return "", fmt.Errorf("ssh command: %w", err)
 		}
-		if usesSudo(h.SSH.PoweroffCommand) {
-			if _, err := conn.Run(e.ctx, "sudo -n true"); err != nil {
-				return "", fmt.Errorf("sudo -n true (power-off command uses sudo): %w", err)
-			}
-			return "login, command and sudo ok", nil
-		}
+		conn = c
 		return "login and command ok", nil
 	})
+	if conn != nil {
+		cmds, preset := e.commandsOn(h)
+		check("host", "check-privilege", strings.Join(cmds, "; "), func() (string, error) {
+			return checkPrivilege(e.ctx, conn, h.SSH.User, cmds, preset)
+		})
+		conn.Close()
+	}
 	if h.BMC == nil {
 		return ok
 	}
@@ -570,7 +624,117 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 	return ok
 }
 
-func usesSudo(cmd string) bool {
-	f := strings.Fields(cmd)
-	return len(f) > 0 && f[0] == "sudo"
+// commandsOn returns every command a shutdown would run on h that needs
+// privilege: its power-off command and its storage commands (the Ceph
+// preset's or the configured ones), each once; preset reports whether the
+// Ceph preset sends it (as it is: it cannot be given sudo). The read-only
+// health command is not among them: the simulation runs it, which proves it.
+func (e *exec) commandsOn(h config.Host) (cmds []string, preset map[string]bool) {
+	cmds, preset = []string{h.SSH.PoweroffCommand}, map[string]bool{}
+	st := e.r.cfg.Storage
+	for _, c := range st.Plan() {
+		if c.Host == h.Name && !slices.Contains(cmds, c.Command) {
+			cmds = append(cmds, c.Command)
+			preset[c.Command] = st.Type == config.StorageCeph
+		}
+	}
+	return cmds, preset
+}
+
+// checkPrivilege proves, without running them, that user may run cmds on
+// the host of conn: user is root (`id -u` prints 0), or each command goes
+// through sudo and `sudo -n -l` permits it. A command that does not go
+// through sudo is not proven for a user other than root, even where sudo
+// would permit it: it is sent as it is, and what allows it then (polkit,
+// group rights) cannot be checked without running it; the failure says how
+// to make it provable. The Ceph preset's commands never go through sudo:
+// they need root. Every command is checked; the error names each refusal.
+func checkPrivilege(ctx context.Context, conn HostConn, user string, cmds []string, preset map[string]bool) (string, error) {
+	res, err := conn.Run(ctx, "id -u")
+	if err != nil {
+		return "", fmt.Errorf("id -u: %w", err)
+	}
+	uid := strings.TrimSpace(res.Stdout)
+	if uid == "0" {
+		return fmt.Sprintf("user %s is root (id -u 0): %d commands permitted", user, len(cmds)), nil
+	}
+	var refused, permitted, ceph []string
+	for _, c := range cmds {
+		if preset[c] {
+			ceph = append(ceph, c)
+			continue
+		}
+		sc := parseSudo(c)
+		res, err := conn.Run(ctx, "sudo -n -l "+sc.listArgs())
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return "", err
+		case err != nil:
+			refused = append(refused, fmt.Sprintf("sudo -n -l refuses '%s': %s", sc.cmd, sudoReason(res)))
+		case !sc.sudo:
+			refused = append(refused, fmt.Sprintf("'%s' does not go through sudo, so nothing proves it is permitted "+
+				"(sudo -n -l permits it: make the command 'sudo -n %s')", c, sc.cmd))
+		default:
+			permitted = append(permitted, sc.cmd)
+		}
+	}
+	if len(ceph) > 0 {
+		refused = append(refused, fmt.Sprintf("the ceph preset sends its commands without sudo (%s): it needs root on this host "+
+			"(or storage type commands, with sudo)", strings.Join(ceph, "; ")))
+	}
+	if len(refused) > 0 {
+		return "", fmt.Errorf("user %s is not root (id -u %s) and %s", user, uid, strings.Join(refused, "; "))
+	}
+	return fmt.Sprintf("user %s (id -u %s): sudo -n -l permits %s", user, uid, strings.Join(permitted, "; ")), nil
+}
+
+// sudoReason is why `sudo -n -l` refused: what it printed, else its exit
+// status (sudo lists a command no rule allows with no message).
+func sudoReason(res hostctl.Result) string {
+	if msg := strings.Join(strings.Fields(res.Stderr), " "); msg != "" {
+		return msg
+	}
+	return fmt.Sprintf("no sudo rule allows it (exit %d)", res.ExitStatus)
+}
+
+// sudoCommand is a command line taken apart for `sudo -n -l`: whether it
+// goes through sudo, the options naming whom it runs as, and the command
+// sudo runs.
+type sudoCommand struct {
+	sudo  bool
+	runAs []string // -u USER, -g GROUP
+	cmd   string
+}
+
+// sudoArgOptions are sudo's options that take a value.
+var sudoArgOptions = map[string]bool{"-u": true, "-g": true, "-p": true, "-C": true, "-D": true, "-T": true, "-U": true, "-h": true, "-r": true, "-t": true}
+
+func parseSudo(line string) sudoCommand {
+	f := strings.Fields(line)
+	if len(f) == 0 || path.Base(f[0]) != "sudo" {
+		return sudoCommand{cmd: line}
+	}
+	sc := sudoCommand{sudo: true}
+	f = f[1:]
+	for len(f) > 0 && strings.HasPrefix(f[0], "-") {
+		if f[0] == "--" {
+			f = f[1:]
+			break
+		}
+		if sudoArgOptions[f[0]] && len(f) > 1 {
+			if f[0] == "-u" || f[0] == "-g" {
+				sc.runAs = append(sc.runAs, f[0], f[1])
+			}
+			f = f[2:]
+			continue
+		}
+		f = f[1:]
+	}
+	sc.cmd = strings.Join(f, " ")
+	return sc
+}
+
+// listArgs are the arguments of `sudo -n -l` that ask about this command.
+func (sc sudoCommand) listArgs() string {
+	return strings.Join(append(slices.Clone(sc.runAs), sc.cmd), " ")
 }

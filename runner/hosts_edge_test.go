@@ -106,6 +106,7 @@ func TestRefusedPowerOffCommandGoesStraightToBMCSoftOff(t *testing.T) {
 		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute", SudoDenied: true}}
 		o.Storage = "none"
 		o.HostOff = time.Minute // waiting it would time the test out
+		o.User = "ops"          // sudo asks root for nothing
 	})
 	f.cfg.Hosts[0].SSH.PoweroffCommand = "sudo -n systemctl poweroff"
 	j := f.runShutdown()

@@ -410,57 +410,6 @@ func TestSelfHostIsPoweredOffAfterTheJobIsFinal(t *testing.T) {
 	}
 }
 
-// When the power-off command uses sudo, a simulation proves sudo works
-// without a password (`sudo -n true`) on each host: a host where it would
-// ask for one fails the check, by name, and nothing is powered off.
-func TestSimulationChecksSudoWhenThePowerOffUsesIt(t *testing.T) {
-	f := newFixture(t, func(o *sitesim.Options) {
-		o.Hosts = []sitesim.HostSpec{
-			{Name: "compute-01", Role: "compute"},
-			{Name: "compute-02", Role: "compute", SudoDenied: true},
-		}
-		o.Storage = "none"
-	})
-	for i := range f.cfg.Hosts {
-		f.cfg.Hosts[i].SSH.PoweroffCommand = "sudo systemctl poweroff"
-	}
-	r, stop := f.start()
-	defer stop()
-	job := f.simulate(r)
-	f.waitFor("simulation final", 30*time.Second, func() bool { return f.job(job.ID).State.Final() })
-	j := f.job(job.ID)
-	if j.State != store.StateFailed || !strings.Contains(j.Error, "compute-02") || strings.Contains(j.Error, "compute-01") {
-		t.Fatalf("simulation %s: %q; want failed naming compute-02 only", j.State, j.Error)
-	}
-	for _, a := range f.actions(job.ID) {
-		if a.TargetKind != "host" {
-			continue
-		}
-		switch a.Target {
-		case "compute-01":
-			if a.State != store.ActionSucceeded || !strings.Contains(a.Detail, "sudo ok") {
-				t.Errorf("compute-01 check %s: %q %q", a.State, a.Detail, a.Error)
-			}
-		case "compute-02":
-			if a.State != store.ActionFailed || !strings.Contains(a.Error, "sudo -n true") {
-				t.Errorf("compute-02 check %s: %q; want failed naming sudo -n true", a.State, a.Error)
-			}
-		}
-	}
-	for _, h := range f.site.Hosts {
-		var sudo bool
-		for _, c := range h.SSH.Commands() {
-			sudo = sudo || c.Line == "sudo -n true"
-		}
-		if !sudo {
-			t.Errorf("%s never received sudo -n true", h.Spec.Name)
-		}
-		if h.SSH.PowerCommands() != 0 || h.Machine.State() != sitesim.PowerOn {
-			t.Errorf("%s changed by a simulation", h.Spec.Name)
-		}
-	}
-}
-
 // An explicit host_order replaces the role order: its groups go down one
 // after the other (each host of a group off before the next group starts),
 // whatever the hosts' roles.

@@ -31,8 +31,12 @@ type HostSpec struct {
 	IgnoreHardOff bool
 	// BMCDown makes the BMC unreachable.
 	BMCDown bool
-	// SudoDenied makes `sudo -n true` fail.
+	// SudoDenied makes sudo ask the login user (unless root) for a
+	// password: every sudo command fails.
 	SudoDenied bool
+	// SudoCommands, when not nil, are the only commands sudo lets the
+	// login user (unless root) run (see SSHHostOptions.SudoCommands).
+	SudoCommands []string
 	// PowerOffDelay overrides Options.PowerOffDelay for this host, so a
 	// benchmark site can have hosts that take different times to go down.
 	PowerOffDelay time.Duration
@@ -60,6 +64,9 @@ type Options struct {
 	NovaPassword, ConfigPassword string
 
 	Hosts []HostSpec
+	// User is the SSH login written into shutdownd.yaml (ssh.user); root
+	// when empty. The hosts answer `id -u` and sudo for whoever logs in.
+	User string
 	// PowerOffDelay is how long a host takes to go Off after the SSH
 	// power-off command; SoftOffDelay after a BMC GracefulShutdown.
 	PowerOffDelay, SoftOffDelay time.Duration
@@ -188,7 +195,7 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 		h.SSH, err = NewSSHHost(SSHHostOptions{
 			Name: spec.Name, Machine: h.Machine, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
 			PowerOffDelay: cmp.Or(spec.PowerOffDelay, opts.PowerOffDelay), IgnorePowerOff: spec.IgnorePowerOff,
-			Latency: opts.SSHLatency, SudoDenied: spec.SudoDenied,
+			Latency: opts.SSHLatency, SudoDenied: spec.SudoDenied, SudoCommands: spec.SudoCommands,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start ssh host %s: %w", spec.Name, err)
@@ -243,6 +250,9 @@ func fillOptions(o *Options) {
 	}
 	if o.Storage == "" {
 		o.Storage = "ceph"
+	}
+	if o.User == "" {
+		o.User = "root"
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 30 * time.Second
@@ -303,8 +313,8 @@ func (s *Site) Config(listen, database string) string {
 	if o.Storage == "ceph" && len(storage) > 0 {
 		fmt.Fprintf(&b, "storage:\n  type: ceph\n  admin_host: %s\n  hosts: [%s]\n", storage[0], strings.Join(storage, ", "))
 	}
-	fmt.Fprintf(&b, "ssh:\n  user: shutdownd\n  key_file: %q\n  known_hosts: %q\n  connect_timeout: 2s\n  command_timeout: 10s\n  poweroff_command: systemctl poweroff\n",
-		s.KeyFile, s.KnownHostsFile)
+	fmt.Fprintf(&b, "ssh:\n  user: %s\n  key_file: %q\n  known_hosts: %q\n  connect_timeout: 2s\n  command_timeout: 10s\n  poweroff_command: systemctl poweroff\n",
+		o.User, s.KeyFile, s.KnownHostsFile)
 	fmt.Fprintf(&b, "bmc:\n  protocol: redfish\n  user: admin\n  password_file: %q\n", s.PasswordFile)
 	fmt.Fprintf(&b, "timeouts:\n  host_off: %s\n  bmc_soft_off: %s\n  bmc_hard_off: %s\n  bmc_poll_interval: %s\n",
 		o.HostOff, o.BMCSoftOff, o.BMCHardOff, o.BMCPollEvery)

@@ -50,7 +50,8 @@ type SSHDOptions struct {
 	// IgnorePowerOff: the power-off command is accepted (exit 0) and
 	// recorded, and the host stays on.
 	IgnorePowerOff bool
-	// SudoDenied makes every sudo fail as without a NOPASSWD rule.
+	// SudoDenied makes every sudo of a user other than root fail as
+	// without a NOPASSWD rule (`sudo -n -l CMD` too).
 	SudoDenied bool
 	// Binary is the sshd to run; DefaultSSHDBinary when empty.
 	Binary string
@@ -512,14 +513,36 @@ printf '%s\t%s\t%s\n' "$(date +%s.%N)" "$(id -un)" "$line" >> "$dir/commands.log
 set -f
 set -- $line
 sudo=0
+list=0
+uid=$(id -u)
 if [ $# -gt 0 ] && [ "${1##*/}" = sudo ]; then
   sudo=1
   shift
-  while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
+  while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do
+    case "$1" in -*l*) list=1 ;; esac
+    shift
+  done
 fi
-if [ $sudo = 1 ] && { [ -e "$dir/sudo-denied" ] || [ $# -eq 0 ]; }; then
+# sudo asks root for nothing; anyone else is refused with sudo-denied.
+if [ $sudo = 1 ] && { { [ -e "$dir/sudo-denied" ] && [ "$uid" != 0 ]; } || { [ $# -eq 0 ] && [ $list = 0 ]; }; }; then
   echo "sudo: a password is required" >&2
   exit 1
+fi
+if [ $list = 1 ]; then
+  # sudo -l [CMD] lists what sudo allows; nothing is run.
+  if [ $# -eq 0 ]; then
+    echo "User $(id -un) may run the following commands on $name:"
+    echo "    (ALL : ALL) NOPASSWD: ALL"
+    exit 0
+  fi
+  case "${1##*/}" in
+  systemctl|ceph|true|hostname|id) p=/usr/bin/${1##*/} ;;
+  poweroff|shutdown|halt) p=/usr/sbin/${1##*/} ;;
+  *) echo "sudo: $1: command not found" >&2; exit 1 ;;
+  esac
+  shift
+  echo "$p${*:+ $*}"
+  exit 0
 fi
 [ $# -eq 0 ] && exit 0
 prog=${1##*/}
@@ -527,6 +550,7 @@ shift
 cmd=$prog
 [ $# -gt 0 ] && cmd="$prog $*"
 case "$cmd" in
+"id -u") echo "$uid" ;;
 "systemctl poweroff"|poweroff|"shutdown -h now"|"shutdown -P now"|"halt -p")
   printf '%s\n' "$cmd" >> "$dir/poweroff.log"
   [ -e "$dir/ignore-poweroff" ] || : > "$dir/poweroff.req"

@@ -86,6 +86,10 @@ func TestSSHDRecordsAndEmulatesWithoutExecuting(t *testing.T) {
 		{"hostname", "storage-01\n", 0},
 		{"true", "", 0},
 		{"sudo -n true", "", 0},
+		{"id -u", "0\n", 0},
+		// Listing what sudo allows runs nothing: the host stays up.
+		{"sudo -n -l systemctl poweroff", "/usr/bin/systemctl poweroff\n", 0},
+		{"sudo -nl frobnicate", "", 1},
 		{"ceph osd set noout", "noout is set\n", 0},
 		{"ceph osd set pause", "pause is set\n", 0},
 		{"ceph health", "HEALTH_WARN noout,pause flag(s) set\n", 0},

@@ -45,9 +45,15 @@ type SSHHostOptions struct {
 	ExitOnPowerOff bool
 	// Latency delays every command's answer.
 	Latency time.Duration
-	// SudoDenied makes sudo ask for a password (exit 1, "sudo: a password
-	// is required"); by default passwordless sudo works.
+	// SudoDenied makes sudo ask every user but root for a password (exit
+	// 1, "sudo: a password is required"): the user has no NOPASSWD rule.
+	// By default passwordless sudo works for every command.
 	SudoDenied bool
+	// SudoCommands, when not nil, are the only commands sudo runs without
+	// a password for a user other than root (NOPASSWD rules naming them,
+	// compared by program name and arguments); any other is refused as
+	// sudo refuses it. `sudo -n -l CMD` answers from the same rules.
+	SudoCommands []string
 	// Handler, if set, is asked first about every command line; when it
 	// returns handled, its stdout and exit status are the answer. The
 	// command is recorded either way.
@@ -347,7 +353,7 @@ func (h *SSHHost) exec(c net.Conn, user string, ch ssh.Channel, line string, don
 			return
 		}
 	}
-	r := h.emulate(line)
+	r := h.emulate(user, line)
 	goingDown := r.powerOff && !h.opts.IgnorePowerOff
 	if goingDown && !h.opts.ExitOnPowerOff {
 		// The host goes down under the client: no exit status.
@@ -391,37 +397,39 @@ var sshCephFlags = map[string]bool{
 	"notieragent": true, "nosnaptrim": true,
 }
 
-// emulate answers a command line. Shell syntax (pipes, &&, quotes) is not
-// interpreted: such a line is a command not found, which is what a test
-// wants to see if shutdownd ever sends one.
-func (h *SSHHost) emulate(line string) sshReply {
+// emulate answers a command line from user. Shell syntax (pipes, &&,
+// quotes) is not interpreted: such a line is a command not found, which is
+// what a test wants to see if shutdownd ever sends one.
+func (h *SSHHost) emulate(user, line string) sshReply {
 	if h.opts.Handler != nil {
 		if out, code, ok := h.opts.Handler(line); ok {
 			return sshReply{stdout: out, exit: code}
 		}
 	}
 	f := strings.Fields(line)
-	sudo, nonInteractive := false, false
+	var sudo *sudoCall
 	if len(f) > 0 && path.Base(f[0]) == "sudo" {
-		sudo = true
-		f = f[1:]
-		for len(f) > 0 && strings.HasPrefix(f[0], "-") {
-			nonInteractive = nonInteractive || f[0] == "-n"
-			f = f[1:]
-		}
+		sudo = parseSudo(f[1:])
+		f = sudo.cmd
 	}
 	cmd := sshJoinCmd(f)
+	if sudo != nil && sudo.list {
+		// Lists what would be allowed; runs nothing.
+		return h.sudoList(user, f, sudo.nonInteractive)
+	}
 	if sshPowerOffCommands[cmd] {
 		h.mu.Lock()
 		h.powerCmds++
 		h.mu.Unlock()
 	}
-	if sudo && (h.opts.SudoDenied || len(f) == 0) {
-		msg := "sudo: a password is required\n"
-		if !nonInteractive {
-			msg = "sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\n" + msg
+	if sudo != nil {
+		if r, refused := h.sudoRefuses(user, f, sudo.nonInteractive); refused {
+			return r
 		}
-		return sshReply{stderr: msg, exit: 1}
+	} else if user != "root" {
+		if r, refused := sshNeedsRoot(cmd); refused {
+			return r
+		}
 	}
 	if len(f) == 0 {
 		return sshReply{}
@@ -431,6 +439,10 @@ func (h *SSHHost) emulate(line string) sshReply {
 		return sshReply{powerOff: true}
 	case cmd == "true":
 		return sshReply{}
+	case cmd == "id -u":
+		return sshReply{stdout: sshUID(user) + "\n"}
+	case cmd == "id -un":
+		return sshReply{stdout: user + "\n"}
 	case cmd == "hostname":
 		return sshReply{stdout: h.opts.Name + "\n"}
 	case path.Base(f[0]) == "ceph":
@@ -452,6 +464,135 @@ func (h *SSHHost) emulate(line string) sshReply {
 		return sshReply{stdout: "active\n"}
 	}
 	return sshNotFound(f[0])
+}
+
+// sudoCall is a sudo command line taken apart: its options and the
+// command it is asked to run (or list).
+type sudoCall struct {
+	nonInteractive, list bool
+	cmd                  []string
+}
+
+// parseSudo reads sudo's single-letter options (-n, -l, combined as -nl)
+// up to the command.
+func parseSudo(args []string) *sudoCall {
+	c := &sudoCall{}
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		c.nonInteractive = c.nonInteractive || strings.Contains(args[0], "n")
+		c.list = c.list || strings.Contains(args[0], "l")
+		args = args[1:]
+	}
+	c.cmd = args
+	return c
+}
+
+// sshUID is what `id -u` prints: 0 for root, a regular user's id for
+// anyone else.
+func sshUID(user string) string {
+	if user == "root" {
+		return "0"
+	}
+	return "1000"
+}
+
+// sshPrograms are where the programs shutdownd sends live on a Debian
+// host, for sudo's messages and its -l answer.
+var sshPrograms = map[string]string{
+	"systemctl": "/usr/bin/systemctl", "ceph": "/usr/bin/ceph", "true": "/usr/bin/true",
+	"hostname": "/usr/bin/hostname", "id": "/usr/bin/id",
+	"poweroff": "/usr/sbin/poweroff", "shutdown": "/usr/sbin/shutdown", "halt": "/usr/sbin/halt",
+}
+
+// sshFullCommand is the command as sudo names it: the program's full path
+// and the arguments; ok is false for a program the host does not have.
+func sshFullCommand(f []string) (string, bool) {
+	p, ok := sshPrograms[path.Base(f[0])]
+	if !ok {
+		return "", false
+	}
+	return strings.Join(append([]string{p}, f[1:]...), " "), true
+}
+
+// sudoAllows reports whether the host's sudo rules let user run f without
+// a password. Root may always.
+func (h *SSHHost) sudoAllows(user string, f []string) bool {
+	if user == "root" {
+		return true
+	}
+	if h.opts.SudoDenied {
+		return false
+	}
+	return h.opts.SudoCommands == nil || slices.Contains(h.opts.SudoCommands, sshJoinCmd(f))
+}
+
+// sudoRefuses answers `sudo CMD` the way sudo refuses it, or reports that
+// sudo lets it through.
+func (h *SSHHost) sudoRefuses(user string, f []string, nonInteractive bool) (sshReply, bool) {
+	if len(f) == 0 || (user != "root" && h.opts.SudoDenied) {
+		msg := "sudo: a password is required\n"
+		if !nonInteractive {
+			msg = "sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\n" + msg
+		}
+		return sshReply{stderr: msg, exit: 1}, true
+	}
+	full, known := sshFullCommand(f)
+	if !known {
+		return sshReply{stderr: "sudo: " + f[0] + ": command not found\n", exit: 1}, true
+	}
+	if !h.sudoAllows(user, f) {
+		return sshReply{stderr: fmt.Sprintf("Sorry, user %s is not allowed to execute '%s' as root on %s.\n", user, full, h.opts.Name), exit: 1}, true
+	}
+	return sshReply{}, false
+}
+
+// sudoList answers `sudo -l [CMD]`: with a command, its full path when the
+// rules allow it (exit 0) and exit 1 when they do not; without one, the
+// user's rules. It never runs anything.
+func (h *SSHHost) sudoList(user string, f []string, nonInteractive bool) sshReply {
+	if user != "root" && h.opts.SudoDenied {
+		if nonInteractive {
+			return sshReply{stderr: "sudo: a password is required\n", exit: 1}
+		}
+		return sshReply{stderr: "sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\nsudo: a password is required\n", exit: 1}
+	}
+	if len(f) == 0 {
+		rules := "(ALL : ALL) NOPASSWD: ALL"
+		if user != "root" && h.opts.SudoCommands != nil {
+			var full []string
+			for _, c := range h.opts.SudoCommands {
+				if p, ok := sshFullCommand(strings.Fields(c)); ok {
+					full = append(full, p)
+				}
+			}
+			rules = "(root) NOPASSWD: " + strings.Join(full, ", ")
+		}
+		return sshReply{stdout: fmt.Sprintf("User %s may run the following commands on %s:\n    %s\n", user, h.opts.Name, rules)}
+	}
+	full, known := sshFullCommand(f)
+	if !known {
+		return sshReply{stderr: "sudo: " + f[0] + ": command not found\n", exit: 1}
+	}
+	if !h.sudoAllows(user, f) {
+		return sshReply{exit: 1}
+	}
+	return sshReply{stdout: full + "\n"}
+}
+
+// sshNeedsRoot refuses, as the host would, a command that only root may
+// run, sent by another user without sudo: systemd asks polkit, which
+// cannot ask anyone over a batch SSH session; ceph cannot read the admin
+// keyring.
+func sshNeedsRoot(cmd string) (sshReply, bool) {
+	switch {
+	case sshPowerOffCommands[cmd]:
+		return sshReply{stderr: "Call to PowerOff failed: Interactive authentication required.\n", exit: 1}, true
+	case cmd == "systemctl stop ceph.target", cmd == "systemctl start ceph.target":
+		verb := strings.Fields(cmd)[1]
+		return sshReply{stderr: "Failed to " + verb + " ceph.target: Interactive authentication required.\nSee system logs and 'systemctl status ceph.target' for details.\n", exit: 1}, true
+	case strings.HasPrefix(cmd, "ceph osd set "), strings.HasPrefix(cmd, "ceph osd unset "):
+		return sshReply{stderr: "Error initializing cluster client: PermissionDeniedError('error calling conf_read_file')\n", exit: 1}, true
+	}
+	return sshReply{}, false
 }
 
 func sshJoinCmd(f []string) string {

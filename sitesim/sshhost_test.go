@@ -167,11 +167,8 @@ func TestSSHHostSudoDeniedAndHandler(t *testing.T) {
 			return "", 0, false
 		},
 	})
-	c, err := sshDial(t, h, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	// sudo asks root for nothing: the user without sudo rights is another.
+	c := sshDialAs(t, h, key, "ops")
 	r := sshRun(t, c, "sudo -n true")
 	if sshExitStatus(r.err) != 1 || !strings.Contains(r.stderr, "sudo: a password is required") {
 		t.Errorf("sudo -n true: exit %v stderr %q, want 1 and a password prompt error", r.err, r.stderr)
@@ -341,5 +338,71 @@ func TestKnownHostsLine(t *testing.T) {
 	}
 	if string(parsed.PublicKey().Marshal()) != string(s.PublicKey().Marshal()) {
 		t.Error("PEM and signer hold different keys")
+	}
+}
+
+// sshDialAs logs in to h as user.
+func sshDialAs(t *testing.T, h *SSHHost, key ssh.Signer, user string) *ssh.Client {
+	t.Helper()
+	c, err := ssh.Dial("tcp", h.Addr(), &ssh.ClientConfig{
+		User:            user,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: ssh.FixedHostKey(h.HostKey()),
+		Timeout:         5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Each host answers `id -u` and `sudo -n -l CMD` for the user who logged
+// in and from its own sudo rules, as a Debian host would, and listing never
+// runs the command. A user other than root cannot run what needs root
+// without sudo.
+func TestSSHHostPrivilegePerUserAndSudoRules(t *testing.T) {
+	t.Parallel()
+	h, key := newTestSSHHost(t, SSHHostOptions{SudoCommands: []string{"systemctl poweroff"}})
+	denied, deniedKey := newTestSSHHost(t, SSHHostOptions{Name: "compute-02", SudoDenied: true})
+	steps := []struct {
+		host       *SSHHost
+		key        ssh.Signer
+		user, cmd  string
+		out, err   string
+		wantStatus int
+	}{
+		{h, key, "root", "id -u", "0\n", "", 0},
+		{h, key, "ops", "id -u", "1000\n", "", 0},
+		{h, key, "ops", "id -un", "ops\n", "", 0},
+		{h, key, "ops", "sudo -n -l systemctl poweroff", "/usr/bin/systemctl poweroff\n", "", 0},
+		{h, key, "ops", "sudo -n -l /usr/bin/systemctl poweroff", "/usr/bin/systemctl poweroff\n", "", 0},
+		{h, key, "ops", "sudo -n -l systemctl stop ceph.target", "", "", 1},
+		{h, key, "ops", "sudo -n -l frobnicate", "", "sudo: frobnicate: command not found", 1},
+		{h, key, "ops", "sudo -n -l", "User ops may run the following commands on compute-01:\n    (root) NOPASSWD: /usr/bin/systemctl poweroff\n", "", 0},
+		{h, key, "root", "sudo -n -l systemctl stop ceph.target", "/usr/bin/systemctl stop ceph.target\n", "", 0},
+		{h, key, "ops", "sudo -n systemctl stop ceph.target", "",
+			"Sorry, user ops is not allowed to execute '/usr/bin/systemctl stop ceph.target' as root on compute-01.", 1},
+		{h, key, "ops", "systemctl stop ceph.target", "", "Interactive authentication required", 1},
+		{h, key, "ops", "ceph osd set noout", "", "PermissionDeniedError", 1},
+		{h, key, "ops", "systemctl poweroff", "", "Call to PowerOff failed: Interactive authentication required.", 1},
+		{denied, deniedKey, "ops", "sudo -n -l systemctl poweroff", "", "sudo: a password is required", 1},
+		{denied, deniedKey, "root", "sudo -n -l systemctl poweroff", "/usr/bin/systemctl poweroff\n", "", 0},
+		{denied, deniedKey, "root", "sudo -n true", "", "", 0},
+	}
+	for _, s := range steps {
+		r := sshRun(t, sshDialAs(t, s.host, s.key, s.user), s.cmd)
+		if r.stdout != s.out || !strings.Contains(r.stderr, s.err) || sshExitStatus(r.err) != s.wantStatus {
+			t.Errorf("%s as %s: %q %q exit %d; want %q, stderr with %q, exit %d",
+				s.cmd, s.user, r.stdout, r.stderr, sshExitStatus(r.err), s.out, s.err, s.wantStatus)
+		}
+	}
+	for _, x := range []*SSHHost{h, denied} {
+		if x.Machine().State() != PowerOn || x.CephStopped() || len(x.CephFlags()) != 0 {
+			t.Errorf("%s changed: %s, ceph stopped %v, flags %v", x.opts.Name, x.Machine().State(), x.CephStopped(), x.CephFlags())
+		}
+	}
+	if n := h.PowerCommands(); n != 1 {
+		t.Errorf("PowerCommands = %d, want 1 (the refused plain one; a listing is not a power-off)", n)
 	}
 }

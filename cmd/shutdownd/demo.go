@@ -57,7 +57,7 @@ func startDemo(ctx context.Context, listen, database string, tune func(*sitesim.
 		d.Close()
 		return nil, err
 	}
-	d.Config, err = config.Load(path)
+	d.Config, err = loadConfig(path)
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("demo config: %w", err)

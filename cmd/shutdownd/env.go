@@ -19,6 +19,12 @@ const (
 	// tests set it, to play a reboot of the management machine between two
 	// runs of the real binary; in production the kernel's file is the truth.
 	envBootIDFile = "SHUTDOWND_BOOT_ID_FILE"
+	// envOwnHostKeys is a glob of this machine's SSH public host keys, the
+	// keys no host but the self host may present (default
+	// /etc/ssh/ssh_host_*_key.pub). Only the tests set it: the machine
+	// that runs them has an sshd of its own, and they need a key they
+	// control to stand for "this machine".
+	envOwnHostKeys = "SHUTDOWND_OWN_HOST_KEYS"
 	// The client's variables (SHUTDOWND_URL, SHUTDOWND_TOKEN,
 	// SHUTDOWND_TOKEN_FILE, SHUTDOWND_CA_FILE) are read in client.go.
 )
@@ -27,6 +33,16 @@ const (
 // environment, for commands given neither --database nor --config.
 func envStore() (database, cfgPath string) {
 	return os.Getenv(envDatabase), os.Getenv(envConfig)
+}
+
+// loadConfig loads the configuration as serve, check-config and demo do:
+// with this machine's host keys read from envOwnHostKeys when it is set.
+func loadConfig(path string) (*config.Config, error) {
+	var opts config.Options
+	if p := os.Getenv(envOwnHostKeys); p != "" {
+		opts.OwnHostKeys, opts.OwnHostKeysSet = p, true
+	}
+	return config.LoadWith(path, opts)
 }
 
 // overrideListen replaces the configuration's listen address when one was

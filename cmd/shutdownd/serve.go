@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-
-	"github.com/edgeops/shutdownd/config"
 )
 
 func cmdServe(ctx context.Context, args []string, logger *slog.Logger, stderr io.Writer) error {
@@ -20,7 +18,7 @@ func cmdServe(ctx context.Context, args []string, logger *slog.Logger, stderr io
 	if *cfgPath == "" {
 		return usageError{"serve: --config is required (or " + envConfig + ")"}
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -48,7 +46,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if *cfgPath == "" {
 		return usageError{"check-config: --config is required (or " + envConfig + ")"}
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}

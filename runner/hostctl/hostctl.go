@@ -6,6 +6,7 @@
 package hostctl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,10 @@ var (
 	ErrUnreachable = errors.New("host unreachable")
 	// ErrAuth means the server refused our key for the user.
 	ErrAuth = errors.New("ssh authentication failed")
+	// ErrThisMachine means the host presented one of the SSH host keys of
+	// the machine running shutdownd (Target.RefuseKeys): its address leads
+	// here, after a DNS or NAT change, and nothing may be sent to it.
+	ErrThisMachine = errors.New("the host presents this machine's own SSH host key: its address leads to the machine running shutdownd")
 	// ErrNoSession means an established connection could not open a
 	// session (it died, or the server did not answer within the connect
 	// timeout): the command was not sent, so it is safe to send it again
@@ -60,9 +65,21 @@ type Target struct {
 	ConnectTimeout time.Duration
 	// CommandTimeout bounds each Run and PowerOff.
 	CommandTimeout time.Duration
+	// RefuseKeys are keys the host must never present: this machine's own
+	// host keys, for every host that is not this machine. A host that
+	// presents one (or a certificate of one) is refused during the
+	// handshake, before we authenticate or send anything (ErrThisMachine).
+	RefuseKeys []OwnKey
 	// Logger receives warnings that are not errors (a power-off session
 	// that hung); nil discards.
 	Logger *slog.Logger
+}
+
+// OwnKey is one of this machine's SSH host keys and the file it was read
+// from, which the refusal names.
+type OwnKey struct {
+	File string
+	Key  ssh.PublicKey
 }
 
 // Conn is an authenticated SSH connection to one host. Each Run opens its
@@ -112,7 +129,7 @@ func Dial(ctx context.Context, t Target) (*Conn, error) {
 	cfg := &ssh.ClientConfig{
 		User:              t.User,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback:   hostKeys,
+		HostKeyCallback:   refuseOwn(t.RefuseKeys, hostKeys),
 		HostKeyAlgorithms: hostKeyAlgorithms(hostKeys, addr, nc.RemoteAddr()),
 	}
 	// ClientConfig.Timeout would cover only the TCP connect, which we did
@@ -156,6 +173,8 @@ func classify(err error) error {
 	var keyErr *knownhosts.KeyError
 	var revoked *knownhosts.RevokedError
 	switch {
+	case errors.Is(err, ErrThisMachine):
+		return err
 	case errors.As(err, &keyErr) && len(keyErr.Want) > 0:
 		return fmt.Errorf("%w: %w", ErrHostKeyMismatch, err)
 	case errors.As(err, &keyErr):
@@ -169,6 +188,29 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	return err
+}
+
+// refuseOwn checks the host key against this machine's own keys before
+// known_hosts: a host whose address now leads here must be refused even
+// when known_hosts would accept the key (an @cert-authority line trusting
+// the CA that also signed this machine's key, or a file edited since the
+// configuration was checked).
+func refuseOwn(own []OwnKey, next ssh.HostKeyCallback) ssh.HostKeyCallback {
+	if len(own) == 0 {
+		return next
+	}
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		plain := key
+		if cert, ok := key.(*ssh.Certificate); ok {
+			plain = cert.Key
+		}
+		for _, k := range own {
+			if k.Key.Type() == plain.Type() && bytes.Equal(k.Key.Marshal(), plain.Marshal()) {
+				return fmt.Errorf("%w (%s %s, %s)", ErrThisMachine, k.Key.Type(), ssh.FingerprintSHA256(k.Key), k.File)
+			}
+		}
+		return next(hostname, remote, key)
+	}
 }
 
 // isDropped reports whether err means the TCP connection died or timed out.

@@ -148,6 +148,7 @@ func TestPowerOffOutcomes(t *testing.T) {
 	tests := []struct {
 		name    string
 		opts    sitesim.SSHHostOptions
+		user    string // root when empty
 		cmd     string
 		timeout time.Duration
 		wantErr string // "" means nil
@@ -155,7 +156,7 @@ func TestPowerOffOutcomes(t *testing.T) {
 	}{
 		{name: "clean exit", opts: sitesim.SSHHostOptions{ExitOnPowerOff: true}, cmd: "poweroff", wantOff: true},
 		{name: "ignored by host", opts: sitesim.SSHHostOptions{IgnorePowerOff: true}, cmd: "systemctl poweroff"},
-		{name: "sudo refused", opts: sitesim.SSHHostOptions{SudoDenied: true}, cmd: "sudo -n systemctl poweroff",
+		{name: "sudo refused", opts: sitesim.SSHHostOptions{SudoDenied: true}, user: "ops", cmd: "sudo -n systemctl poweroff",
 			wantErr: "power-off command exited 1: sudo: a password is required"},
 		{name: "no such command", cmd: "shutdown -r now", wantErr: "power-off command exited 127"},
 		// Accepted, then the session hangs past the timeout: counted as
@@ -169,6 +170,9 @@ func TestPowerOffOutcomes(t *testing.T) {
 			h, target := newHost(t, tt.opts)
 			if tt.timeout > 0 {
 				target.CommandTimeout = tt.timeout
+			}
+			if tt.user != "" {
+				target.User = tt.user
 			}
 			c := dial(t, target)
 			err := c.PowerOff(context.Background(), tt.cmd)
@@ -374,5 +378,27 @@ func TestDialCancelled(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("Dial did not return after cancel")
+	}
+}
+
+// A host that presents one of this machine's own keys is refused during the
+// handshake: no login, no command, whatever known_hosts says.
+func TestDialRefusesThisMachinesKey(t *testing.T) {
+	t.Parallel()
+	h, target := newHost(t, sitesim.SSHHostOptions{})
+	target.RefuseKeys = []hostctl.OwnKey{{File: "/etc/ssh/ssh_host_ed25519_key.pub", Key: h.HostKey()}}
+	c, err := hostctl.Dial(context.Background(), target)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial accepted a host presenting this machine's key")
+	}
+	if !errors.Is(err, hostctl.ErrThisMachine) || errors.Is(err, hostctl.ErrUnreachable) {
+		t.Errorf("Dial = %v; want ErrThisMachine only", err)
+	}
+	if !strings.Contains(err.Error(), ssh.FingerprintSHA256(h.HostKey())) {
+		t.Errorf("error %q does not name the key", err)
+	}
+	if h.Logins() != 0 || len(h.Commands()) != 0 {
+		t.Errorf("host saw %d logins, %d commands; want none", h.Logins(), len(h.Commands()))
 	}
 }
