@@ -26,6 +26,7 @@ func (c *Config) Describe(w io.Writer) {
 		mode = "HTTPS"
 	}
 	p("Service: listen %s (%s), database %s, metrics %s", c.Listen, mode, c.Database, metricsText(c.Metrics.Access))
+	p("Overview: warns when the last successful simulation is older than %s", dur(c.Web.SimulationMaxAge))
 	p("")
 
 	o := c.OpenStack

@@ -59,6 +59,7 @@ func defaults(name string) *Config {
 			BMCPollInterval: 2 * time.Second,
 		},
 		Metrics: Metrics{Access: MetricsRead},
+		Web:     Web{SimulationMaxAge: DefaultSimulationMaxAge},
 	}
 }
 
@@ -106,7 +107,7 @@ func Parse(data []byte, name string) (*Config, error) {
 
 func (d *decoder) config(doc *yaml.Node, c *Config) {
 	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
-		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify", "trusted_proxies")
+		"bmc", "timeouts", "hosts", "host_order", "metrics", "notify", "trusted_proxies", "web")
 	if m == nil {
 		return
 	}
@@ -162,6 +163,9 @@ func (d *decoder) config(doc *yaml.Node, c *Config) {
 	}
 	if e, ok := m["trusted_proxies"]; ok {
 		c.TrustedProxies = d.prefixes(e.val, "trusted_proxies")
+	}
+	if e, ok := m["web"]; ok {
+		d.web(e.val, c)
 	}
 }
 
