@@ -14,13 +14,14 @@ import (
 
 	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/store"
+	"github.com/edgeops/shutdownd/web/timeline"
 )
 
 // parsePages parses each page with the shared layout.
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"history", "job", "login", "live"} {
-		files := []string{"templates/layout.html", "templates/parts.html", "templates/" + name + ".html"}
+	for _, name := range []string{"history", "job", "login", "live", "overview"} {
+		files := []string{"templates/layout.html", "templates/parts.html", "templates/chart.html", "templates/" + name + ".html"}
 		if name == "job" {
 			files = append(files, "templates/live.html")
 		}
@@ -53,6 +54,14 @@ var funcs = template.FuncMap{
 	"tsv":   func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
 	"isov":  func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 	"dur":   fmtDuration,
+	// pc places a timeline coordinate: percent of the chart's width.
+	"pc":     func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) + "%" },
+	"ago":    fmtAgo,
+	"age":    fmtAge,
+	"short":  timeline.Short,
+	"offset": timeline.Offset,
+	"neg":    func(d time.Duration) time.Duration { return -d },
+	"add":    func(a, b int) int { return a + b },
 	"icon": func(state any) string {
 		switch fmt.Sprint(state) {
 		case "succeeded":
@@ -226,6 +235,8 @@ type liveData struct {
 	ChainErr  bool
 	Actions   int
 	Succeeded int
+	// Chart is the timeline picture of the job.
+	Chart timeline.Chart
 }
 
 type jobData struct {
@@ -268,6 +279,15 @@ func (w *Web) loadLive(r *http.Request) (liveData, error) {
 			d.Steps[i].Failed++
 		}
 	}
+	in := timeline.Input{Job: rep.Job, Steps: rep.Steps, Actions: rep.Actions, Now: now}
+	if d.Active && w.power != nil {
+		// Only a running job: a reading now says nothing about a past job.
+		if p, ok := w.power.PowerReading(r.Context()); ok {
+			empty := p.Empty()
+			in.UPSEmpty = &empty
+		}
+	}
+	d.Chart = timeline.Build(in)
 	d.Chain, err = w.store.VerifyChain(r.Context(), id)
 	if err != nil {
 		w.log.LogAttrs(r.Context(), slog.LevelWarn, "verify event chain", slog.Int64("job", id), slog.Any("err", err))

@@ -49,8 +49,8 @@ func Offset(d time.Duration) string {
 	return "+" + Short(d)
 }
 
-// Short writes a duration as an operator reads it: 850ms, 4.2s, 12s,
-// 2m05s, 1h02m.
+// Short writes a duration as an operator reads it: 850ms, 4.2s, 12s, 2m,
+// 2m05s, 1h, 1h02m.
 func Short(d time.Duration) string {
 	switch {
 	case d < time.Second:
@@ -59,8 +59,12 @@ func Short(d time.Duration) string {
 		return strconv.FormatFloat(math.Round(d.Seconds()*10)/10, 'f', -1, 64) + "s"
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour && int(d.Seconds())%60 == 0:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
 	case d < time.Hour:
 		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case int(d.Minutes())%60 == 0:
+		return fmt.Sprintf("%dh", int(d.Hours()))
 	default:
 		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}

@@ -81,6 +81,26 @@ type Chart struct {
 	Hosts int
 }
 
+// LinesBottom is where the vertical lines and the grid end: above the
+// footer that holds the lines' labels.
+func (c Chart) LinesBottom() int {
+	if len(c.Lines) > 0 {
+		return c.Height - FooterH
+	}
+	return c.Height
+}
+
+// Failed counts the rows drawn in red.
+func (c Chart) Failed() int {
+	n := 0
+	for _, r := range c.Rows {
+		if r.Failed() {
+			n++
+		}
+	}
+	return n
+}
+
 // Row kinds.
 const (
 	KindStep = "step"
@@ -123,6 +143,15 @@ func (r Row) Height() int {
 
 // BarTop is the y of the row's bar.
 func (r Row) BarTop() int { return r.Y + BarY }
+
+// BarHeight is the height of every bar.
+func (Row) BarHeight() int { return BarH }
+
+// Timed reports a row with a start: a bar or a curve.
+func (r Row) Timed() bool { return r.Bar || r.Curve != nil }
+
+// Took is how long the row's bar lasts.
+func (r Row) Took() time.Duration { return r.To - r.From }
 
 // TextY is the baseline of the row's label.
 func (r Row) TextY() int { return r.Y + 11 }

@@ -44,7 +44,7 @@ func TestAxisAndLines(t *testing.T) {
 			wantTicks: []string{"0", "+2s", "+4s", "+6s", "+8s", "+10s"}},
 		{name: "running job ends now",
 			job: job(0, nil), now: t0.Add(90 * time.Second), wantEnd: 90 * time.Second,
-			wantTicks: []string{"0", "+30s", "+1m00s", "+1m30s"}},
+			wantTicks: []string{"0", "+30s", "+1m", "+1m30s"}},
 		{name: "a job shorter than a second still has a second of axis",
 			job: job(300*time.Millisecond, nil), wantEnd: time.Second,
 			wantTicks: []string{"0", "+200ms", "+400ms", "+600ms", "+800ms", "+1s"}},
@@ -55,7 +55,7 @@ func TestAxisAndLines(t *testing.T) {
 		{name: "deadline far out stays at the edge, labelled",
 			job: job(10*time.Second, at(time.Hour)), wantEnd: 10 * time.Second,
 			wantTicks: []string{"0", "+2s", "+4s", "+6s", "+8s", "+10s"},
-			wantLines: []Line{{Kind: "deadline", X: 100, Label: "deadline +1h00m →", Beyond: true}}},
+			wantLines: []Line{{Kind: "deadline", X: 100, Label: "deadline +1h →", Beyond: true}}},
 		{name: "deadline before the start is at the left edge",
 			job: job(10*time.Second, at(-5*time.Second)), wantEnd: 10 * time.Second,
 			wantTicks: []string{"0", "+2s", "+4s", "+6s", "+8s", "+10s"},
@@ -242,7 +242,7 @@ func TestShort(t *testing.T) {
 	t.Parallel()
 	for d, want := range map[time.Duration]string{
 		850 * time.Millisecond: "850ms", 4200 * time.Millisecond: "4.2s", 2 * time.Second: "2s", 12 * time.Second: "12s",
-		125 * time.Second: "2m05s", 62 * time.Minute: "1h02m",
+		125 * time.Second: "2m05s", 62 * time.Minute: "1h02m", 2 * time.Minute: "2m", time.Hour: "1h",
 	} {
 		if got := Short(d); got != want {
 			t.Errorf("Short(%s) = %q, want %q", d, got, want)
@@ -253,5 +253,34 @@ func TestShort(t *testing.T) {
 	}
 	if count(1827) != "1,827" || count(12) != "12" || count(1000000) != "1,000,000" {
 		t.Error("count separators")
+	}
+}
+
+func TestForecastChart(t *testing.T) {
+	t.Parallel()
+	f := store.Forecast{Estimate: 40 * time.Second, WorstCase: 100 * time.Second, Steps: []store.StepForecast{
+		{Name: "openstack", Estimate: 20 * time.Second, WorstCase: 60 * time.Second, Basis: store.BasisMeasured, Detail: "shutdown job 9 stopped 40 VMs"},
+		{Name: "storage", Basis: store.BasisSkipped},
+		{Name: "hosts", Estimate: 20 * time.Second, WorstCase: 40 * time.Second, Basis: store.BasisMixed},
+	}}
+	c := BuildForecast(f, nil)
+	if c.Total != 102*time.Second || c.Runtime != nil || c.Height != AxisH+2*RowH || len(c.Rows) != 2 {
+		t.Fatalf("chart %+v", c)
+	}
+	est, worst := c.Rows[0], c.Rows[1]
+	if est.Label != "estimate 40s" || len(est.Segments) != 2 || !near(est.Segments[1].X, 100*20/102.0) || !near(est.Segments[1].W, 100*20/102.0) {
+		t.Errorf("estimate row %+v: the skipped storage step takes no room", est)
+	}
+	if worst.Label != "worst case 1m40s" || !near(worst.Segments[1].X+worst.Segments[1].W, 100*100/102.0) {
+		t.Errorf("worst case row %+v", worst)
+	}
+	if !strings.Contains(est.Segments[0].Title, "shutdown job 9 stopped 40 VMs") {
+		t.Errorf("segment title %q lacks the basis detail", est.Segments[0].Title)
+	}
+	rt := 150 * time.Second
+	c = BuildForecast(f, &rt)
+	if c.Total != 153*time.Second || c.Runtime == nil || !near(c.Runtime.X, 100*150/153.0) || c.Runtime.Label != "UPS runtime 2m30s" ||
+		c.Height != AxisH+2*RowH+FooterH {
+		t.Errorf("with a runtime longer than the worst case: %+v, line %+v", c, c.Runtime)
 	}
 }
