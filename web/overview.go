@@ -99,7 +99,7 @@ func (w *Web) handleOverview(rw http.ResponseWriter, r *http.Request) {
 		w.serverError(rw, r, err)
 		return
 	}
-	d.Refresh = d.Active != nil
+	d.Reload = d.Active != nil
 	if d.Sim, err = w.simulations(ctx, now); err != nil {
 		w.serverError(rw, r, err)
 		return

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -138,11 +139,30 @@ func TestOverview(t *testing.T) {
 	clock = sim.FinishedAt.Add(8 * 24 * time.Hour)
 	_, body = e.get(t, c, "/")
 	mustContain(t, body, "finished <strong>8 days ago</strong>", "older than 7 days. Run a simulation", `role="alert"`)
+	if strings.Contains(body, "\n<meta http-equiv=\"refresh\"") {
+		t.Error("the overview reloads itself with no job running")
+	}
 
 	resp, body = e.get(t, c, "/history")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "weekly check") {
 		t.Errorf("/history: %d", resp.StatusCode)
 	}
+
+	// A running job: its progress, and the page reloads itself.
+	clock = time.Time{}
+	run, _, err := e.st.CreateShutdown(context.Background(), store.NewJob{TokenName: "ups", Reason: "utility power lost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.StartJob(context.Background(), run.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SetCurrentStep(context.Background(), run.ID, "Stopping OpenStack VMs (3/9 off)"); err != nil {
+		t.Fatal(err)
+	}
+	_, body = e.get(t, c, "/")
+	mustContain(t, body, `<a href="/history/3"><strong>Job 3: shutdown</strong></a> running: <span class="current">Stopping OpenStack VMs (3/9 off)</span>`,
+		`<progress id="active-progress"`, "\n<meta http-equiv=\"refresh\" content=\"5\">", `class="last-shutdown"><a href="/history/3">job 3</a>`)
 }
 
 // TestJobPageTimeline reads the timeline of a recorded shutdown from the

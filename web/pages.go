@@ -142,6 +142,9 @@ type base struct {
 	User    string // token name of the session
 	From    string
 	Refresh bool // a running job: refresh every few seconds without JavaScript
+	// Reload refreshes the page every few seconds, script or not: the
+	// overview while a job runs (it has no live stream of its own).
+	Reload bool
 }
 
 func (w *Web) base(r *http.Request, title string) base {
