@@ -3,11 +3,6 @@ package web
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,137 +12,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgeops/shutdownd/config"
-	"github.com/edgeops/shutdownd/handlers"
-	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
 )
-
-// siteStack is the real service stack (store, runner, API, pages) on a real
-// HTTP server, in front of a simulated site.
-type siteStack struct {
-	site  *sitesim.Site
-	cfg   *config.Config
-	st    *store.Store
-	run   *runner.Runner
-	srv   *httptest.Server
-	token string // read scope
-}
-
-// startStack starts a simulated site shaped by opts and the service for it;
-// tune adjusts the pages' options.
-func startStack(t *testing.T, opts sitesim.Options, tune func(*Options)) *siteStack {
-	t.Helper()
-	ctx := context.Background()
-	site, err := sitesim.Start(ctx, opts)
-	if err != nil {
-		t.Fatalf("start site: %v", err)
-	}
-	t.Cleanup(site.Close)
-	cfgPath, err := site.WriteConfig("127.0.0.1:0", filepath.Join(opts.Dir, "shutdownd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, cfg.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	run := runner.New(cfg, st, runner.Options{Logger: log})
-	runCtx, stopRunner := context.WithCancel(ctx)
-	runDone := make(chan struct{})
-	go func() { defer close(runDone); _ = run.Run(runCtx) }()
-	t.Cleanup(func() { stopRunner(); <-runDone })
-	api := handlers.New(handlers.Options{Store: st, Runner: run, Logger: log})
-	wo := Options{Store: st, API: api, Logger: log, Hosts: cfg.Hosts, Forecaster: run}
-	if tune != nil {
-		tune(&wo)
-	}
-	if _, err := Mount(api.Router(), wo); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	token, err := store.NewTokenSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.CreateToken(ctx, "operator", store.HashToken(token), []string{"read"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	return &siteStack{site: site, cfg: cfg, st: st, run: run, srv: srv, token: token}
-}
-
-// newBrowser starts a headless Chromium; the returned context carries a
-// timeout for the whole test.
-func newBrowser(t *testing.T, chrome string, within time.Duration) context.Context {
-	t.Helper()
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium")),
-		chromedp.WindowSize(1280, 900),
-	)
-	t.Cleanup(cancelAlloc)
-	bctx, cancelBrowser := chromedp.NewContext(alloc)
-	t.Cleanup(cancelBrowser)
-	// The first call starts the browser and must not carry a timeout.
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	tctx, cancel := context.WithTimeout(bctx, within)
-	t.Cleanup(cancel)
-	return tctx
-}
-
-// artifact keeps a screenshot or PDF: in $SHUTDOWND_ARTIFACTS when set (to
-// look at them), else in the test's temp dir.
-func artifact(t *testing.T, name string, data []byte) {
-	t.Helper()
-	dir := os.Getenv("SHUTDOWND_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if len(data) < 1000 {
-		t.Errorf("%s is only %d bytes", name, len(data))
-	}
-}
-
-func evalJS[T any](t *testing.T, ctx context.Context, expr string) T {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", expr, err)
-	}
-	return v
-}
-
-// noOverflowAt checks that the page does not scroll sideways at a width.
-func noOverflowAt(t *testing.T, ctx context.Context, width int64, what string) {
-	t.Helper()
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 844)); err != nil {
-		t.Fatal(err)
-	}
-	if evalJS[bool](t, ctx, `document.documentElement.scrollWidth > document.documentElement.clientWidth + 1`) {
-		t.Errorf("%s scrolls sideways at %d px", what, width)
-	}
-}
 
 // TestBrowserPictures drives Chromium through the overview and the job
 // timeline (issue 15) against the real stack and the demo's six hosts:
