@@ -116,6 +116,7 @@ func TestLoadFull(t *testing.T) {
 		Notify: Notify{Webhooks: []Webhook{
 			{URL: "https://hooks.example.com/T0k3n/path", SecretEnv: "SHUTDOWND_TEST_HOOK", Secret: testHookSecret},
 		}},
+		Web: Web{SimulationMaxAge: DefaultSimulationMaxAge},
 	}
 	if !reflect.DeepEqual(c, want) {
 		for i := range want.Hosts {
