@@ -84,7 +84,10 @@ test-short: deps vet
 test-integration: deps tools
 	CGO_ENABLED=1 $(GO) test -race -count=1 -run Integration ./...
 
+# The job page of a 2,000-VM / 100-host shutdown (issue 15), 20 renders
+# each, then the site shutdown benchmarks.
 bench: deps build
+	$(GO) test -run '^$$' -bench BenchmarkJobPage -benchtime 20x -timeout 10m ./web
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
 
 clean:

@@ -71,6 +71,8 @@ type Config struct {
 	HostOrder [][]string
 	Metrics   Metrics
 	Notify    Notify
+	// Web configures the browser pages (the overview's warnings).
+	Web Web
 	// TrustedProxies are the peers whose X-Forwarded-For header is believed
 	// when deciding a client's address (token networks, rate limits).
 	// Empty: the header is ignored, since any client can write it.

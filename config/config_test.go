@@ -120,6 +120,7 @@ func TestLoadFull(t *testing.T) {
 		Notify: Notify{Webhooks: []Webhook{
 			{URL: "https://hooks.example.com/T0k3n/path", SecretEnv: "SHUTDOWND_TEST_HOOK", Secret: testHookSecret},
 		}},
+		Web: Web{SimulationMaxAge: DefaultSimulationMaxAge},
 	}
 	own, _, _, _, err := ssh.ParseAuthorizedKey([]byte(fixtureOwnKey))
 	if err != nil {

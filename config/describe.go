@@ -28,6 +28,7 @@ func (c *Config) Describe(w io.Writer) {
 	}
 	p("Service: listen %s (%s), database %s, metrics %s", c.Listen, mode, c.Database, metricsText(c.Metrics.Access))
 	p("Resume: a shutdown interrupted by a restart of the service resumes only on the same boot of this machine and within %s of its last record; otherwise it fails and nothing is powered off", dur(c.ResumeWindow))
+	p("Overview: warns when the last successful simulation is older than %s", dur(c.Web.SimulationMaxAge))
 	p("")
 
 	warnings = append(warnings, c.describeOpenStack(p)...)

@@ -64,6 +64,7 @@ func defaults(name string) *Config {
 		},
 		ResumeWindow: DefaultResumeWindow,
 		Metrics:      Metrics{Access: MetricsRead},
+		Web:          Web{SimulationMaxAge: DefaultSimulationMaxAge},
 	}
 }
 
@@ -116,7 +117,7 @@ func ParseWith(data []byte, name string, opts Options) (*Config, error) {
 
 func (d *decoder) config(doc *yaml.Node, c *Config) {
 	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
-		"bmc", "timeouts", "resume_window", "hosts", "host_order", "metrics", "notify", "trusted_proxies")
+		"bmc", "timeouts", "resume_window", "hosts", "host_order", "metrics", "notify", "trusted_proxies", "web")
 	if m == nil {
 		return
 	}
@@ -177,6 +178,9 @@ func (d *decoder) config(doc *yaml.Node, c *Config) {
 	}
 	if e, ok := m["trusted_proxies"]; ok {
 		c.TrustedProxies = d.prefixes(e.val, "trusted_proxies")
+	}
+	if e, ok := m["web"]; ok {
+		d.web(e.val, c)
 	}
 }
 

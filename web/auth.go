@@ -216,7 +216,7 @@ func forwarded(r *http.Request, name string) string {
 // outright: browsers strip tabs and newlines from a URL, so "/\t/evil.example"
 // would become "//evil.example", another site.
 func safeNext(next string) string {
-	const home = "/history"
+	const home = "/" // the overview
 	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, `\`) {
 		return home
 	}

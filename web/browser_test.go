@@ -40,32 +40,28 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// TestBrowser drives a real headless Chromium through the history pages
-// against the real service stack (store, runner, API, pages) and a simulated
-// site: log in, see a finished job, open it, watch a running shutdown
-// progress without reloading, and keep a screenshot.
-func TestBrowser(t *testing.T) {
-	chrome := chromiumPath(t)
-	ctx := context.Background()
-	dir := t.TempDir()
+// siteStack is the real service stack (store, runner, API, pages) on a real
+// HTTP server, in front of a simulated site.
+type siteStack struct {
+	site  *sitesim.Site
+	cfg   *config.Config
+	st    *store.Store
+	run   *runner.Runner
+	srv   *httptest.Server
+	token string // read scope
+}
 
-	// A small site whose shutdown takes a few seconds, so there is progress
-	// to watch. One VM is named like an XSS payload.
-	opts := sitesim.DemoOptions(dir)
-	opts.VMs = []sitesim.VM{{ID: "vm-xss", Name: xss, Project: "web", Status: "ACTIVE", StopDelay: 1500 * time.Millisecond}}
-	for i := range 8 {
-		opts.VMs = append(opts.VMs, sitesim.VM{ID: fmt.Sprintf("vm-%d", i), Name: fmt.Sprintf("web-%d", i),
-			Project: "web", Status: "ACTIVE", StopDelay: time.Duration(300+i*250) * time.Millisecond})
-	}
-	opts.PowerOffDelay, opts.SoftOffDelay, opts.SSHLatency = 400*time.Millisecond, 200*time.Millisecond, 0
-	opts.PollInterval, opts.BMCPollEvery = 200*time.Millisecond, 50*time.Millisecond
-	opts.HostOff, opts.BMCSoftOff, opts.BMCHardOff = 3*time.Second, 2*time.Second, 2*time.Second
+// startStack starts a simulated site shaped by opts and the service for it;
+// tune adjusts the pages' options.
+func startStack(t *testing.T, opts sitesim.Options, tune func(*Options)) *siteStack {
+	t.Helper()
+	ctx := context.Background()
 	site, err := sitesim.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start site: %v", err)
 	}
 	t.Cleanup(site.Close)
-	cfgPath, err := site.WriteConfig("127.0.0.1:0", filepath.Join(dir, "shutdownd.db"))
+	cfgPath, err := site.WriteConfig("127.0.0.1:0", filepath.Join(opts.Dir, "shutdownd.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +81,11 @@ func TestBrowser(t *testing.T) {
 	go func() { defer close(runDone); _ = run.Run(runCtx) }()
 	t.Cleanup(func() { stopRunner(); <-runDone })
 	api := handlers.New(handlers.Options{Store: st, Runner: run, Logger: log})
-	if _, err := Mount(api.Router(), Options{Store: st, API: api, Logger: log}); err != nil {
+	wo := Options{Store: st, API: api, Logger: log, Hosts: cfg.Hosts, Forecaster: run}
+	if tune != nil {
+		tune(&wo)
+	}
+	if _, err := Mount(api.Router(), wo); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(api)
@@ -97,16 +97,14 @@ func TestBrowser(t *testing.T) {
 	if _, err := st.CreateToken(ctx, "operator", store.HashToken(token), []string{"read"}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	return &siteStack{site: site, cfg: cfg, st: st, run: run, srv: srv, token: token}
+}
 
-	// A finished job: a simulation, run to its end before the browser starts.
-	sim, err := st.CreateSimulation(ctx, store.NewJob{TokenName: "monitoring", RemoteAddr: "127.0.0.1", Reason: "weekly check"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Kick()
-	waitJob(t, st, sim.ID, 20*time.Second)
-
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+// newBrowser starts a headless Chromium; the returned context carries a
+// timeout for the whole test.
+func newBrowser(t *testing.T, chrome string, within time.Duration) context.Context {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chrome),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -120,24 +118,97 @@ func TestBrowser(t *testing.T) {
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium")),
 		chromedp.WindowSize(1280, 900),
 	)
-	defer cancelAlloc()
+	t.Cleanup(cancelAlloc)
 	bctx, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
+	t.Cleanup(cancelBrowser)
 	// The first call starts the browser and must not carry a timeout.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancel := context.WithTimeout(bctx, within)
+	t.Cleanup(cancel)
+	return tctx
+}
+
+// artifact keeps a screenshot or PDF: in $SHUTDOWND_ARTIFACTS when set (to
+// look at them), else in the test's temp dir.
+func artifact(t *testing.T, name string, data []byte) {
+	t.Helper()
+	dir := os.Getenv("SHUTDOWND_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 1000 {
+		t.Errorf("%s is only %d bytes", name, len(data))
+	}
+}
+
+func evalJS[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// noOverflowAt checks that the page does not scroll sideways at a width.
+func noOverflowAt(t *testing.T, ctx context.Context, width int64, what string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 844)); err != nil {
+		t.Fatal(err)
+	}
+	if evalJS[bool](t, ctx, `document.documentElement.scrollWidth > document.documentElement.clientWidth + 1`) {
+		t.Errorf("%s scrolls sideways at %d px", what, width)
+	}
+}
+
+// TestBrowser drives a real headless Chromium through the history pages
+// against the real service stack (store, runner, API, pages) and a simulated
+// site: log in, see a finished job, open it, watch a running shutdown
+// progress without reloading, and keep a screenshot.
+func TestBrowser(t *testing.T) {
+	chrome := chromiumPath(t)
+	ctx := context.Background()
+
+	// A small site whose shutdown takes a few seconds, so there is progress
+	// to watch. One VM is named like an XSS payload.
+	opts := sitesim.DemoOptions(t.TempDir())
+	opts.VMs = []sitesim.VM{{ID: "vm-xss", Name: xss, Project: "web", Status: "ACTIVE", StopDelay: 1500 * time.Millisecond}}
+	for i := range 8 {
+		opts.VMs = append(opts.VMs, sitesim.VM{ID: fmt.Sprintf("vm-%d", i), Name: fmt.Sprintf("web-%d", i),
+			Project: "web", Status: "ACTIVE", StopDelay: time.Duration(300+i*250) * time.Millisecond})
+	}
+	opts.PowerOffDelay, opts.SoftOffDelay, opts.SSHLatency = 400*time.Millisecond, 200*time.Millisecond, 0
+	opts.PollInterval, opts.BMCPollEvery = 200*time.Millisecond, 50*time.Millisecond
+	opts.HostOff, opts.BMCSoftOff, opts.BMCHardOff = 3*time.Second, 2*time.Second, 2*time.Second
+	s := startStack(t, opts, nil)
+	st, run, srv, token := s.st, s.run, s.srv, s.token
+
+	// A finished job: a simulation, run to its end before the browser starts.
+	sim, err := st.CreateSimulation(ctx, store.NewJob{TokenName: "monitoring", RemoteAddr: "127.0.0.1", Reason: "weekly check"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Kick()
+	waitJob(t, st, sim.ID, 20*time.Second)
+
+	tctx := newBrowser(t, chrome, 45*time.Second)
 	var dialogs atomic.Int32
-	if err := chromedp.Listen(bctx, func(ev any) {
+	if err := chromedp.Listen(tctx, func(ev any) {
 		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
 			dialogs.Add(1)
-			go chromedp.Run(bctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			go chromedp.Run(tctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 				_, err := cdp.Call(ctx, t, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
 				return err
 			}))
 		}
 	}); err != nil {
-		t.Fatalf("start chromium: %v", err)
+		t.Fatalf("listen to chromium: %v", err)
 	}
-	tctx, cancelTimeout := context.WithTimeout(bctx, 45*time.Second)
-	defer cancelTimeout()
 
 	// Log in: the history link redirects to the form and back.
 	err = chromedp.Do(tctx,
@@ -243,25 +314,8 @@ func TestBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	out := filepath.Join(t.TempDir(), "job.jpg")
-	if err := os.WriteFile(out, shot, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(out); err != nil || fi.Size() < 1000 {
-		t.Fatalf("screenshot %s: %v", out, err)
-	}
-	if err := chromedp.Do(tctx, chromedp.EmulateViewport(390, 844)); err != nil {
-		t.Fatal(err)
-	}
-	overflow, err := chromedp.Run(tctx, chromedp.Evaluate[bool](
-		`document.documentElement.scrollWidth > document.documentElement.clientWidth + 1`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes); states seen: %d", out, len(shot), len(seen))
-	if overflow {
-		t.Error("the job page scrolls sideways on a 390 px wide phone")
-	}
+	artifact(t, "job.jpg", shot)
+	noOverflowAt(t, tctx, 390, "the job page")
 }
 
 // waitJob polls the store until the job is final.

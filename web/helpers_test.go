@@ -25,7 +25,7 @@ type testEnv struct {
 	token string // read scope
 }
 
-func newEnv(t *testing.T, tune func(*Options)) *testEnv {
+func newEnv(t testing.TB, tune func(*Options)) *testEnv {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "shutdownd.db"))
@@ -49,7 +49,7 @@ func newEnv(t *testing.T, tune func(*Options)) *testEnv {
 	return e
 }
 
-func (e *testEnv) newToken(t *testing.T, name string, scopes []string) string {
+func (e *testEnv) newToken(t testing.TB, name string, scopes []string) string {
 	t.Helper()
 	secret, err := store.NewTokenSecret()
 	if err != nil {
@@ -63,7 +63,7 @@ func (e *testEnv) newToken(t *testing.T, name string, scopes []string) string {
 
 // client returns an HTTP client with a cookie jar that does not follow
 // redirects, so tests see each answer.
-func (e *testEnv) client(t *testing.T) *http.Client {
+func (e *testEnv) client(t testing.TB) *http.Client {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -74,7 +74,7 @@ func (e *testEnv) client(t *testing.T) *http.Client {
 }
 
 // login posts the form and returns the answer.
-func (e *testEnv) login(t *testing.T, c *http.Client, token, next string) *http.Response {
+func (e *testEnv) login(t testing.TB, c *http.Client, token, next string) *http.Response {
 	t.Helper()
 	form := url.Values{"token": {token}, "next": {next}}
 	resp, err := c.PostForm(e.srv.URL+"/login", form)
@@ -86,7 +86,7 @@ func (e *testEnv) login(t *testing.T, c *http.Client, token, next string) *http.
 }
 
 // get fetches a path and returns status and body.
-func (e *testEnv) get(t *testing.T, c *http.Client, path string) (*http.Response, string) {
+func (e *testEnv) get(t testing.TB, c *http.Client, path string) (*http.Response, string) {
 	t.Helper()
 	resp, err := c.Get(e.srv.URL + path)
 	if err != nil {
@@ -101,7 +101,7 @@ func (e *testEnv) get(t *testing.T, c *http.Client, path string) (*http.Response
 }
 
 // loggedIn returns a client with a session.
-func (e *testEnv) loggedIn(t *testing.T) *http.Client {
+func (e *testEnv) loggedIn(t testing.TB) *http.Client {
 	t.Helper()
 	c := e.client(t)
 	if resp := e.login(t, c, e.token, ""); resp.StatusCode != http.StatusSeeOther {
@@ -112,7 +112,7 @@ func (e *testEnv) loggedIn(t *testing.T) *http.Client {
 
 // finishedJob records a simulation with one step, the given actions (target
 // -> error, "" for success) and finishes it.
-func finishedJob(t *testing.T, st *store.Store, reason string, targets map[string]string) store.Job {
+func finishedJob(t testing.TB, st *store.Store, reason string, targets map[string]string) store.Job {
 	t.Helper()
 	ctx := context.Background()
 	job, err := st.CreateSimulation(ctx, store.NewJob{TokenName: "ups", RemoteAddr: "10.0.9.7", Reason: reason})
@@ -154,7 +154,7 @@ func finishedJob(t *testing.T, st *store.Store, reason string, targets map[strin
 	return j
 }
 
-func mustContain(t *testing.T, body string, subs ...string) {
+func mustContain(t testing.TB, body string, subs ...string) {
 	t.Helper()
 	for _, s := range subs {
 		if !strings.Contains(body, s) {

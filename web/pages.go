@@ -14,13 +14,14 @@ import (
 
 	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/store"
+	"github.com/edgeops/shutdownd/web/timeline"
 )
 
 // parsePages parses each page with the shared layout.
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"history", "job", "login", "live"} {
-		files := []string{"templates/layout.html", "templates/parts.html", "templates/" + name + ".html"}
+	for _, name := range []string{"history", "job", "login", "live", "overview"} {
+		files := []string{"templates/layout.html", "templates/parts.html", "templates/chart.html", "templates/" + name + ".html"}
 		if name == "job" {
 			files = append(files, "templates/live.html")
 		}
@@ -38,7 +39,7 @@ var funcs = template.FuncMap{
 		if t == nil {
 			return ""
 		}
-		return t.UTC().Format("2006-01-02 15:04:05Z")
+		return tsText(*t)
 	},
 	"iso": func(t *time.Time) string {
 		if t == nil {
@@ -53,22 +54,36 @@ var funcs = template.FuncMap{
 	"tsv":   func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
 	"isov":  func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 	"dur":   fmtDuration,
-	"icon": func(state any) string {
-		switch fmt.Sprint(state) {
-		case "succeeded":
-			return "✔"
-		case "failed":
-			return "✖"
-		case "cancelled":
-			return "⊘"
-		case "skipped":
-			return "↷"
-		case "running":
-			return "▶"
-		default:
-			return "…"
-		}
-	},
+	// pc places a timeline coordinate: percent of the chart's width.
+	"pc":     func(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) + "%" },
+	"ago":    fmtAgo,
+	"age":    fmtAge,
+	"short":  timeline.Short,
+	"offset": timeline.Offset,
+	"neg":    func(d time.Duration) time.Duration { return -d },
+	"add":    func(a, b int) int { return a + b },
+	"icon":   icon,
+}
+
+func tsText(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+
+// icon is the sign beside a state's name, so that state is never told by
+// colour alone.
+func icon(state any) string {
+	switch fmt.Sprint(state) {
+	case "succeeded":
+		return "✔"
+	case "failed":
+		return "✖"
+	case "cancelled":
+		return "⊘"
+	case "skipped":
+		return "↷"
+	case "running":
+		return "▶"
+	default:
+		return "…"
+	}
 }
 
 // fmtDuration is short and human: 850ms, 12.3s, 4m05s, 1h02m.
@@ -133,6 +148,9 @@ type base struct {
 	User    string // token name of the session
 	From    string
 	Refresh bool // a running job: refresh every few seconds without JavaScript
+	// Reload refreshes the page every few seconds, script or not: the
+	// overview while a job runs (it has no live stream of its own).
+	Reload bool
 }
 
 func (w *Web) base(r *http.Request, title string) base {
@@ -208,9 +226,28 @@ type stepView struct {
 	Failed   int
 }
 
+// actionView is one row of an actions table, flat and with its cells
+// already formatted: a 2,000-VM shutdown has 2,000 rows, and a template
+// that looks each field up through an embedded struct and calls a
+// function per cell spent most of the job page's time doing so.
 type actionView struct {
-	store.Action
-	Duration time.Duration
+	ID                                      int64
+	Target, TargetKind, TargetID, Operation string
+	State                                   store.ActionState
+	Icon                                    string
+	Attempts                                int
+	Detail, Error                           string
+	Started, StartedISO, Took               string // "" before the start
+}
+
+func newActionView(a store.Action, now time.Time) actionView {
+	v := actionView{ID: a.ID, Target: a.Target, TargetKind: a.TargetKind, TargetID: a.TargetID, Operation: a.Operation,
+		State: a.State, Icon: icon(a.State), Attempts: a.Attempts, Detail: a.Detail, Error: a.Error,
+		Took: fmtDuration(span(a.StartedAt, a.FinishedAt, now))}
+	if a.StartedAt != nil {
+		v.Started, v.StartedISO = tsText(*a.StartedAt), a.StartedAt.UTC().Format(time.RFC3339Nano)
+	}
+	return v
 }
 
 // liveData is the part of the job page that changes while the job runs.
@@ -226,6 +263,8 @@ type liveData struct {
 	ChainErr  bool
 	Actions   int
 	Succeeded int
+	// Chart is the timeline picture of the job.
+	Chart timeline.Chart
 }
 
 type jobData struct {
@@ -251,7 +290,7 @@ func (w *Web) loadLive(r *http.Request) (liveData, error) {
 		d.Steps = append(d.Steps, stepView{Step: s, Duration: span(s.StartedAt, s.FinishedAt, now)})
 	}
 	for _, a := range rep.Actions {
-		av := actionView{Action: a, Duration: span(a.StartedAt, a.FinishedAt, now)}
+		av := newActionView(a, now)
 		if a.State == store.ActionFailed {
 			d.Failures = append(d.Failures, av)
 		}
@@ -268,6 +307,15 @@ func (w *Web) loadLive(r *http.Request) (liveData, error) {
 			d.Steps[i].Failed++
 		}
 	}
+	in := timeline.Input{Job: rep.Job, Steps: rep.Steps, Actions: rep.Actions, Now: now}
+	if d.Active && w.power != nil {
+		// Only a running job: a reading now says nothing about a past job.
+		if p, ok := w.power.PowerReading(r.Context()); ok {
+			empty := p.Empty()
+			in.UPSEmpty = &empty
+		}
+	}
+	d.Chart = timeline.Build(in)
 	d.Chain, err = w.store.VerifyChain(r.Context(), id)
 	if err != nil {
 		w.log.LogAttrs(r.Context(), slog.LevelWarn, "verify event chain", slog.Int64("job", id), slog.Any("err", err))

@@ -1,7 +1,13 @@
 // Package web serves the browser history pages of shutdownd (SPEC.md
-// section 4): the job list, each job's step timeline, target actions and
-// event log, updated live while a job runs, behind a login form that takes
-// a read token and keeps a server-side session in a cookie.
+// section 4): the site overview at /, the job list, each job's timeline
+// picture, steps, target actions and event log, updated live while a job
+// runs, behind a login form that takes a read token and keeps a
+// server-side session in a cookie.
+//
+// The pictures (the job timeline, the forecast against the UPS runtime)
+// are SVG written by the templates from the geometry of package
+// web/timeline: no script draws them, nothing is fetched from elsewhere,
+// and they print.
 //
 // Pages are server-rendered with html/template (every value is escaped by
 // context), templates and CSS are embedded, and everything works without
@@ -20,6 +26,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/handlers"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -54,6 +61,18 @@ type Options struct {
 	PageSize    int           // jobs per history page, default DefaultPageSize
 	Now         func() time.Time
 	Heartbeat   time.Duration // SSE keep-alive period, default 15 s
+	// Hosts are the site's hosts, listed by role on the overview with
+	// their last known power state.
+	Hosts []config.Host
+	// SimulationMaxAge: older than this, the last successful simulation
+	// is a warning on the overview (default config.DefaultSimulationMaxAge).
+	SimulationMaxAge time.Duration
+	// Forecaster gives the overview the forecast of a shutdown now (the
+	// runner; nil: not shown).
+	Forecaster handlers.Forecaster
+	// Power is the UPS reading, for the overview and a running job's
+	// timeline; nil: no power source configured.
+	Power PowerSource
 }
 
 // Web is the mounted history pages.
@@ -68,9 +87,15 @@ type Web struct {
 	now       func() time.Time
 	heartbeat time.Duration
 	pages     map[string]*template.Template
+
+	hosts      []config.Host
+	simMaxAge  time.Duration
+	forecaster handlers.Forecaster
+	power      PowerSource
 }
 
-// Mount adds the history pages to the API's router: GET / and /history, GET
+// Mount adds the history pages to the API's router: GET / (the overview)
+// and /history, GET
 // /history/{id} (with /live, the refreshable part, and /events, the
 // stream), GET and POST /login, POST /logout and /static/. It must be called
 // before the server starts.
@@ -78,7 +103,11 @@ func Mount(r *mux.Router, opts Options) (*Web, error) {
 	w := &Web{
 		store: opts.Store, api: opts.API, log: opts.Logger, tls: opts.TLS,
 		idle: opts.IdleTimeout, maxAge: opts.MaxAge, pageSize: opts.PageSize, now: opts.Now,
-		heartbeat: opts.Heartbeat,
+		heartbeat: opts.Heartbeat, hosts: opts.Hosts, simMaxAge: opts.SimulationMaxAge,
+		forecaster: opts.Forecaster, power: opts.Power,
+	}
+	if w.simMaxAge <= 0 {
+		w.simMaxAge = config.DefaultSimulationMaxAge
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
@@ -105,7 +134,7 @@ func Mount(r *mux.Router, opts Options) (*Web, error) {
 	w.pages = pages
 
 	get := []string{http.MethodGet, http.MethodHead}
-	r.Handle("/", w.page(w.handleHistory)).Methods(get...)
+	r.Handle("/", w.page(w.handleOverview)).Methods(get...)
 	r.Handle("/history", w.page(w.handleHistory)).Methods(get...)
 	r.Handle("/history/{id:[0-9]+}", w.page(w.handleJob)).Methods(get...)
 	r.Handle("/history/{id:[0-9]+}/live", w.page(w.handleLive)).Methods(get...)

@@ -143,7 +143,7 @@ Try:
   curl -sN -H "auth-token: $TOKEN" %[8]s/jobs/1/events
   curl -s %[8]s/healthz
 
-History in a browser: %[8]s/history (log in with the token above)
+In a browser: %[8]s/ (the site overview; log in with the token above), job history at %[8]s/history
 Metrics: curl -s -H "auth-token: $TOKEN" %[8]s/metrics
 API document: %[8]s/openapi.yaml
 

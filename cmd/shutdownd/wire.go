@@ -19,9 +19,12 @@ func (m *Main) handler(st *store.Store) (http.Handler, error) {
 	api := handlers.New(handlers.Options{Store: st, Runner: m.Runner, Logger: m.Logger,
 		TrustedProxies: m.Config.TrustedProxies})
 
-	// History pages: GET /, /history, /history/{id}, login/logout.
+	// History pages: GET / (the overview), /history, /history/{id},
+	// login/logout. The overview lists the configured hosts and the
+	// runner's forecast; no power source is wired yet (web.Options.Power).
 	if _, err := web.Mount(api.Router(), web.Options{Store: st, API: api, Logger: m.Logger,
-		TLS: m.Config.TLS.CertFile != ""}); err != nil {
+		TLS: m.Config.TLS.CertFile != "", Hosts: m.Config.Hosts, SimulationMaxAge: m.Config.Web.SimulationMaxAge,
+		Forecaster: m.Runner}); err != nil {
 		return nil, fmt.Errorf("mount history pages: %w", err)
 	}
 
