@@ -87,6 +87,7 @@ func TestSelfPowerOffRefusedGoesToTheBMC(t *testing.T) {
 	f := selfSiteWith(t, sitesim.HostSpec{SudoDenied: true})
 	for i := range f.cfg.Hosts {
 		if f.cfg.Hosts[i].Self {
+			f.cfg.Hosts[i].SSH.User = "ops" // sudo asks root for nothing
 			f.cfg.Hosts[i].SSH.PoweroffCommand = "sudo systemctl poweroff"
 		}
 	}
