@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -67,9 +68,10 @@ func statusOf(job *store.Job) StatusJSON {
 	if job == nil {
 		return StatusJSON{}
 	}
+	start := job.CreatedAt.UTC().Format(statusTimeFormat)
 	st := StatusJSON{
 		Running:   !job.State.Final(),
-		StartTime: job.CreatedAt.UTC().Format(statusTimeFormat),
+		StartTime: &start,
 		JobID:     job.ID,
 		State:     string(job.State),
 		OnTrack:   job.OnTrack,
@@ -199,10 +201,11 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := JobDetailJSON{
-		Job:     NewJobJSON(job),
-		Steps:   make([]StepJSON, 0, len(steps)),
-		Actions: make([]ActionJSON, 0, len(actions)),
-		Events:  make([]EventJSON, 0, len(events)),
+		Job:      NewJobJSON(job),
+		Steps:    make([]StepJSON, 0, len(steps)),
+		Actions:  make([]ActionJSON, 0, len(actions)),
+		Events:   make([]EventJSON, 0, len(events)),
+		Warnings: []string{},
 	}
 	for _, st := range steps {
 		d.Steps = append(d.Steps, NewStepJSON(st))
@@ -212,6 +215,9 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, e := range events {
 		d.Events = append(d.Events, NewEventJSON(e))
+		if e.Level == "warn" && strings.HasPrefix(e.Message, WarningPrefix) {
+			d.Warnings = append(d.Warnings, e.Message)
+		}
 	}
 	writeData(w, http.StatusOK, d)
 }
