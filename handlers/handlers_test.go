@@ -334,24 +334,38 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		method, path, token string
 		status              int
 		code                string
+		allow               string // the Allow header of a 405
 	}{
-		{"GET", "/nope", "", 404, CodeNotFound},
-		{"GET", "/", read, 404, CodeNotFound},
-		{"GET", "/jobs/abc", read, 404, CodeNotFound},
-		{"GET", "/jobs/999", read, 404, CodeNotFound},
-		{"GET", "/jobs/99999999999999999999", read, 404, CodeNotFound},
-		{"GET", "/jobs/999/events", read, 404, CodeNotFound},
-		{"POST", "/jobs/999/cancel", sim, 404, CodeNotFound},
-		{"DELETE", "/simulate", sim, 405, CodeMethodNotAllowed},
-		{"GET", "/simulate", sim, 405, CodeMethodNotAllowed},
-		{"POST", "/simulate/status", read, 405, CodeMethodNotAllowed},
-		{"PUT", "/jobs", read, 405, CodeMethodNotAllowed},
-		{"POST", "/healthz", "", 405, CodeMethodNotAllowed},
+		{"GET", "/nope", "", 404, CodeNotFound, ""},
+		{"GET", "/", read, 404, CodeNotFound, ""},
+		{"GET", "/jobs/abc", read, 404, CodeNotFound, ""},
+		{"GET", "/jobs/999", read, 404, CodeNotFound, ""},
+		{"GET", "/jobs/99999999999999999999", read, 404, CodeNotFound, ""},
+		{"GET", "/jobs/999/events", read, 404, CodeNotFound, ""},
+		{"POST", "/jobs/999/cancel", sim, 404, CodeNotFound, ""},
+		{"DELETE", "/simulate", sim, 405, CodeMethodNotAllowed, "POST"},
+		{"GET", "/simulate", sim, 405, CodeMethodNotAllowed, "POST"},
+		{"POST", "/simulate/status", read, 405, CodeMethodNotAllowed, "GET"},
+		{"HEAD", "/shutdown/status", read, 405, CodeMethodNotAllowed, "GET"},
+		{"GET", "/jobs/7/cancel", read, 405, CodeMethodNotAllowed, "POST"},
+		{"OPTIONS", "/openapi.yaml", "", 405, CodeMethodNotAllowed, "GET, HEAD"},
+		{"PUT", "/jobs", read, 405, CodeMethodNotAllowed, "GET"},
+		{"POST", "/healthz", "", 405, CodeMethodNotAllowed, "GET, HEAD"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			resp, body := e.do(req{method: tc.method, path: tc.path, token: tc.token})
+			if tc.method == http.MethodHead {
+				// No body: the status and the header are the answer.
+				if resp.StatusCode != tc.status || resp.Header.Get("Allow") != tc.allow {
+					t.Fatalf("HEAD: %d, Allow %q; want %d, %q", resp.StatusCode, resp.Header.Get("Allow"), tc.status, tc.allow)
+				}
+				return
+			}
 			wantError(t, resp, body, tc.status, tc.code)
+			if got := resp.Header.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
 		})
 	}
 }
