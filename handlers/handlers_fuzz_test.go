@@ -1,22 +1,29 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/edgeops/shutdownd/store"
 )
 
 // FuzzTriggerBody feeds arbitrary bodies to the decoder that POST /simulate
-// and POST /shutdown share: it never panics, a rejection is invalid_request
-// (400) or request_too_large (413) with a JSON envelope, and an accepted
-// body respects the limits.
+// and POST /shutdown share. It never panics and never refuses; what it
+// keeps respects the limits; every warning is a bounded request warning; a
+// body ignored whole yields nothing; and a body the strict decoder of
+// earlier versions accepted yields the same reason and timestamps, with a
+// warning only for what is out of bounds (a long reason, a bad timestamp).
 func FuzzTriggerBody(f *testing.F) {
 	for _, s := range []string{
 		``, `{}`, `null`, `[]`, `"x"`, `{"reason":"utility power lost"}`,
@@ -24,29 +31,86 @@ func FuzzTriggerBody(f *testing.F) {
 		`{"expected_recovery":"tomorrow"}`, `{"reason":1}`, `{"reasn":"x"}`,
 		`{"reason":"a"} {"reason":"b"}`, `{"reason":"\ud800"}`, `{"reason":"` + strings.Repeat("é", 1001) + `"}`,
 		`{"reason":` + strings.Repeat("[", 100) + `}`, `{"expected_recovery":"2025-06-24T09:00:00+99:00"}`,
+		`{"REASON":"x","Deadline":"2025-06-24T09:00:00Z"}`, `reason=x&force=1`, `{"reason":null}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11}`,
 	} {
 		f.Add([]byte(s))
 	}
-	s := New(Options{MaxBodyBytes: 4096})
+	const limit = 4096
+	s := New(Options{MaxBodyBytes: limit})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, "/shutdown", strings.NewReader(string(body)))
-		tr, err := s.decodeTrigger(rec, r)
-		if err == nil {
-			if n := len([]rune(tr.reason)); n > MaxReasonChars {
-				t.Fatalf("accepted a reason of %d characters", n)
+		tr := s.decodeTrigger(r)
+		if n := utf8.RuneCountInString(tr.reason); n > MaxReasonChars || !utf8.ValidString(tr.reason) {
+			t.Fatalf("kept a reason of %d characters (valid UTF-8: %v)", n, utf8.ValidString(tr.reason))
+		}
+		if len(tr.warnings) > 5 {
+			t.Fatalf("%d warnings: %q", len(tr.warnings), tr.warnings)
+		}
+		ignoredWhole := false
+		for _, w := range tr.warnings {
+			if !strings.HasPrefix(w, WarningPrefix) || len(w) > 1024 {
+				t.Fatalf("warning %q: want the prefix %q and at most 1 KiB", w, WarningPrefix)
+			}
+			ignoredWhole = ignoredWhole || strings.HasPrefix(w, WarningPrefix+"body ignored")
+		}
+		if ignoredWhole && (tr.reason != "" || tr.expectedRecovery != nil || tr.deadline != nil || len(tr.warnings) != 1) {
+			t.Fatalf("body ignored, yet kept %+v", tr)
+		}
+		if len(body) > limit {
+			if !ignoredWhole {
+				t.Fatalf("a body over the limit was not ignored: %+v", tr)
 			}
 			return
 		}
-		s.WriteError(rec, r, err)
-		code := decodeErrorEnvelope(t, rec)
-		switch {
-		case code == CodeInvalidRequest && rec.Code == 400:
-		case code == CodeRequestTooLarge && rec.Code == 413 && len(body) > 4096:
-		default:
-			t.Fatalf("body %q: %d %s (%v)", body, rec.Code, code, err)
+		strict, ok := strictTrigger(body)
+		if !ok {
+			return
+		}
+		want := 0
+		wantReason := strict.Reason
+		if n := utf8.RuneCountInString(wantReason); n > MaxReasonChars {
+			want++
+			wantReason = string([]rune(wantReason)[:MaxReasonChars])
+		}
+		for _, ts := range []struct {
+			raw string
+			got *time.Time
+		}{{strict.ExpectedRecovery, tr.expectedRecovery}, {strict.Deadline, tr.deadline}} {
+			parsed, err := time.Parse(time.RFC3339, ts.raw)
+			switch {
+			case ts.raw == "":
+				if ts.got != nil {
+					t.Fatalf("a timestamp from nowhere: %v", ts.got)
+				}
+			case err != nil:
+				want++
+				if ts.got != nil {
+					t.Fatalf("kept %v from the bad timestamp %q", ts.got, ts.raw)
+				}
+			case ts.got == nil || !ts.got.Equal(parsed):
+				t.Fatalf("timestamp %q kept as %v", ts.raw, ts.got)
+			}
+		}
+		if tr.reason != wantReason || len(tr.warnings) != want {
+			t.Fatalf("body %q: reason %q, warnings %q; want reason %q and %d warnings", body, tr.reason, tr.warnings, wantReason, want)
 		}
 	})
+}
+
+// strictTrigger decodes body as the strict decoder of earlier versions
+// did: one JSON object of known fields, nothing after it.
+func strictTrigger(body []byte) (TriggerRequest, bool) {
+	var req TriggerRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		return req, false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, false
+	}
+	return req, true
 }
 
 // decodeErrorEnvelope checks that an answer is the JSON error envelope with

@@ -1,12 +1,8 @@
 package handlers
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -17,9 +13,12 @@ import (
 )
 
 // IdempotencyHeader is the request header that makes a POST /simulate or
-// POST /shutdown safe to retry: the same key, from the same token, within
-// store.IdempotencyWindow, answers with the job of the first request (202
-// and the same Location) instead of creating another.
+// POST /shutdown safe to retry: while the job that a key started is pending
+// or running, the same key from the same token answers with that job (202
+// and the same Location) instead of creating another. Once the job has
+// ended, the same key starts a new job: a UPS controller that sends a fixed
+// key must get the next power event's shutdown, not the last one's
+// finished job.
 const IdempotencyHeader = "Idempotency-Key"
 
 // maxIdempotencyKey bounds a key; UUIDs and ULIDs fit easily.
@@ -32,11 +31,15 @@ const maxIdempotencyKey = 255
 var idempotencyMu sync.Mutex
 
 // idempotent wraps a job-creating handler. Without the header it is a
-// no-op. With it: a key already recorded for this token is answered from
-// the record, if the request is the same (same endpoint, same body); a key
-// reused for a different request is refused (400), since answering with
-// another request's job, a simulation for a shutdown above all, would be
-// wrong. A new key is recorded when the handler answers 202.
+// no-op. With it, a key recorded for this token whose job is still active
+// and of this endpoint's kind is answered from the record, whatever the
+// body: the retry of a trigger is a retry, and its body is not used (the
+// active job keeps its reason). Anything else goes to the handler as a new
+// request, and the key is recorded for the job it answers with. A key is
+// never a reason to refuse a trigger: a malformed key is ignored (and named
+// on the job as a warning), a key last used on the other endpoint starts
+// this endpoint's job (a shutdown is never answered with a simulation), and
+// a store that cannot read keys lets the request through without one.
 func (s *Server) idempotent(kind store.Kind, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get(IdempotencyHeader)
@@ -45,19 +48,9 @@ func (s *Server) idempotent(kind store.Kind, next http.Handler) http.Handler {
 			return
 		}
 		if err := validKey(key); err != nil {
-			s.WriteError(w, r, err)
+			next.ServeHTTP(w, withWarning(r, IdempotencyHeader+" ignored: "+err.Error()))
 			return
 		}
-		// Read the body once (bounded) to fingerprint it, then hand the
-		// same bytes to the handler, whose own limit still answers 413.
-		body, err := io.ReadAll(io.LimitReader(r.Body, s.maxBodyBytes+1))
-		if err != nil {
-			s.WriteError(w, r, Errorf(CodeInvalidRequest, "read body: %v", err))
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		sum := sha256.Sum256(body)
-		fp := string(kind) + ":" + hex.EncodeToString(sum[:])
 		c, _ := CallerFrom(r.Context())
 		ctx := r.Context()
 
@@ -65,22 +58,18 @@ func (s *Server) idempotent(kind store.Kind, next http.Handler) http.Handler {
 		defer idempotencyMu.Unlock()
 		rec, err := s.store.IdempotencyKey(ctx, c.Token.Name, key)
 		switch {
-		case err == nil:
-			if rec.Fingerprint != fp {
-				s.WriteError(w, r, Errorf(CodeInvalidRequest,
-					"%s %q was used within 24 h for a different request (job %d); use a new key", IdempotencyHeader, key, rec.JobID))
-				return
-			}
+		case err == nil && rec.Kind() == kind && !rec.JobState.Final():
 			s.logger.LogAttrs(ctx, slog.LevelInfo, "idempotent replay",
 				slog.Int64("job", rec.JobID), slog.String("token", c.Token.Name))
 			w.Header().Set("Idempotent-Replayed", "true")
 			writeAccepted(w, rec.JobID)
 			return
-		case !errors.Is(err, store.ErrNotFound):
-			s.WriteError(w, r, fmt.Errorf("read idempotency key: %w", err))
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			s.logger.LogAttrs(ctx, slog.LevelError, "idempotency: read key; going on without it", slog.Any("err", err))
+			next.ServeHTTP(w, withWarning(r, IdempotencyHeader+" ignored: the key could not be read"))
 			return
 		}
-		next.ServeHTTP(&keyRecorder{ResponseWriter: w, s: s, r: r, token: c.Token.Name, key: key, fp: fp}, r)
+		next.ServeHTTP(&keyRecorder{ResponseWriter: w, s: s, r: r, token: c.Token.Name, key: key, fp: string(kind)}, r)
 	})
 }
 
@@ -88,11 +77,11 @@ func (s *Server) idempotent(kind store.Kind, next http.Handler) http.Handler {
 // the header (a structured string) and common practice do.
 func validKey(key string) error {
 	if len(key) > maxIdempotencyKey {
-		return Errorf(CodeInvalidRequest, "%s: %d characters, at most %d allowed", IdempotencyHeader, len(key), maxIdempotencyKey)
+		return fmt.Errorf("%d characters, at most %d allowed", len(key), maxIdempotencyKey)
 	}
 	for i := 0; i < len(key); i++ {
 		if key[i] <= ' ' || key[i] > '~' {
-			return Errorf(CodeInvalidRequest, "%s: only printable ASCII without spaces is allowed", IdempotencyHeader)
+			return errors.New("only printable ASCII without spaces is allowed")
 		}
 	}
 	return nil

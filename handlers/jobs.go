@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -62,9 +63,10 @@ func statusOf(job *store.Job) StatusJSON {
 	if job == nil {
 		return StatusJSON{}
 	}
+	start := job.CreatedAt.UTC().Format(statusTimeFormat)
 	st := StatusJSON{
 		Running:   !job.State.Final(),
-		StartTime: job.CreatedAt.UTC().Format(statusTimeFormat),
+		StartTime: &start,
 		JobID:     job.ID,
 		State:     string(job.State),
 		OnTrack:   job.OnTrack,
@@ -194,10 +196,11 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := JobDetailJSON{
-		Job:     NewJobJSON(job),
-		Steps:   make([]StepJSON, 0, len(steps)),
-		Actions: make([]ActionJSON, 0, len(actions)),
-		Events:  make([]EventJSON, 0, len(events)),
+		Job:      NewJobJSON(job),
+		Steps:    make([]StepJSON, 0, len(steps)),
+		Actions:  make([]ActionJSON, 0, len(actions)),
+		Events:   make([]EventJSON, 0, len(events)),
+		Warnings: []string{},
 	}
 	if text, ok := s.unsavedStep(&job); ok {
 		d.Job.CurrentStep = text
@@ -210,6 +213,9 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, e := range events {
 		d.Events = append(d.Events, NewEventJSON(e))
+		if e.Level == "warn" && strings.HasPrefix(e.Message, WarningPrefix) {
+			d.Warnings = append(d.Warnings, e.Message)
+		}
 	}
 	writeData(w, http.StatusOK, d)
 }

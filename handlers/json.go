@@ -206,12 +206,15 @@ func NewEventJSON(e store.Event) EventJSON {
 
 // JobDetailJSON is the answer of GET /jobs/{id}: the job and everything
 // recorded under it. Actions are flat (each names its step_id) so a client
-// can group them as it likes.
+// can group them as it likes. Warnings are the messages of the warn events
+// that name what the request which created the job carried and could not be
+// used (WarningPrefix); never null, so a client can check len() alone.
 type JobDetailJSON struct {
-	Job     JobJSON      `json:"job"`
-	Steps   []StepJSON   `json:"steps"`
-	Actions []ActionJSON `json:"actions"`
-	Events  []EventJSON  `json:"events"`
+	Job      JobJSON      `json:"job"`
+	Steps    []StepJSON   `json:"steps"`
+	Actions  []ActionJSON `json:"actions"`
+	Events   []EventJSON  `json:"events"`
+	Warnings []string     `json:"warnings"`
 }
 
 // StatusJSON is the answer of GET /simulate/status and GET /shutdown/status.
@@ -219,15 +222,18 @@ type JobDetailJSON struct {
 // current_step, error; then the additions job_id and state. Go encodes
 // struct fields in declaration order, which is why this is a struct and not
 // a map.
+//
+// start_time is always present, null with no job of the kind ever: clients
+// written against the existing API read it unconditionally.
 type StatusJSON struct {
-	Running     bool   `json:"running"`
-	StartTime   string `json:"start_time,omitempty"`
-	CurrentStep string `json:"current_step,omitempty"`
-	Error       string `json:"error,omitempty"`
-	JobID       int64  `json:"job_id,omitempty"`
-	State       string `json:"state,omitempty"`
-	Deadline    string `json:"deadline,omitempty"`
-	OnTrack     *bool  `json:"on_track,omitempty"`
+	Running     bool    `json:"running"`
+	StartTime   *string `json:"start_time"`
+	CurrentStep string  `json:"current_step,omitempty"`
+	Error       string  `json:"error,omitempty"`
+	JobID       int64   `json:"job_id,omitempty"`
+	State       string  `json:"state,omitempty"`
+	Deadline    string  `json:"deadline,omitempty"`
+	OnTrack     *bool   `json:"on_track,omitempty"`
 }
 
 // EndJSON is the data of the final SSE message (event: end).

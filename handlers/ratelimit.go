@@ -35,9 +35,10 @@ type AuthLimit struct {
 
 // authLimiter is a token bucket per source: each failed authentication
 // takes one token, the bucket refills at one token per every. A source with
-// an empty bucket is answered 429 before its token is even looked at, so a
-// flood of guesses costs the service almost nothing and gets at most
-// burst + elapsed/every of them evaluated.
+// an empty bucket gets 429 for every request that fails authentication
+// (uncounted), instead of the 401/403 that would tell a guesser which kind
+// of wrong its token is; a request with a valid token from that source is
+// served as usual (see Authenticate).
 //
 // Sources are keyed by client address after trusted-proxy resolution (a
 // proxy does not pool its clients into one bucket); IPv6 clients by their
@@ -157,8 +158,8 @@ func (l *authLimiter) makeRoom(now time.Time) {
 	}
 }
 
-// writeLimited answers 429 rate_limit_reached with Retry-After to a source
-// that has spent its failure budget for wait more.
+// writeLimited answers 429 rate_limit_reached with Retry-After to a failing
+// request from a source that has spent its failure budget for wait more.
 func (s *Server) writeLimited(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	secs := int(math.Ceil(wait.Seconds()))
 	if secs < 1 {
@@ -167,12 +168,6 @@ func (s *Server) writeLimited(w http.ResponseWriter, r *http.Request, wait time.
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	s.WriteError(w, r, Errorf(CodeRateLimitReached,
 		"too many failed authentications from this address; retry in %d s", secs))
-}
-
-// shutdownRequest reports whether r asks for the shutdown: the one request
-// a limited source still gets evaluated for (see Authenticate).
-func shutdownRequest(r *http.Request) bool {
-	return r.Method == http.MethodPost && r.URL.Path == "/shutdown"
 }
 
 // noteAuthFailure counts a failed authentication against the request's

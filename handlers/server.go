@@ -4,9 +4,13 @@
 package handlers
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,12 +106,13 @@ func New(opts Options) *Server {
 
 func (s *Server) routes() {
 	r := s.router
+	// ServeHTTP cleans the path itself; the router's own cleaning answers
+	// 301, which many clients follow with a GET (then a 405).
+	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, Errorf(CodeNotFound, "no such path: %s", r.URL.Path))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.WriteError(w, r, Errorf(CodeMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
-	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(s.methodNotAllowed)
 
 	// The status routes come first: monitors poll them, and the router (and
 	// the metrics middleware, which matches the route again) tries routes in
@@ -137,6 +142,7 @@ func (s *Server) Router() *mux.Router { return s.router }
 // ServeHTTP serves the API. The recover wrapper sits outside the router so
 // that it also covers the not-found and method-not-allowed handlers.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = cleanPath(r)
 	tw := &trackingWriter{ResponseWriter: w}
 	defer func() {
 		v := recover()
@@ -153,6 +159,60 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	s.router.ServeHTTP(tw, r)
+}
+
+// cleanPath serves a request for an unclean path (doubled slashes, "." or
+// ".." segments, a trailing slash) as the clean path, instead of
+// redirecting: a UPS script configured with "http://host:8080//shutdown"
+// or ".../shutdown/" must shut the site down, and a 301 would turn its
+// POST into a GET on many clients. Authentication and scopes apply to the
+// clean path exactly as to a request that named it, so nothing opens up:
+// every path reaches the same handler as its clean form.
+func cleanPath(r *http.Request) *http.Request {
+	p := r.URL.Path
+	if p == "" {
+		p = "/"
+	} else if p[0] != '/' {
+		p = "/" + p
+	}
+	clean := path.Clean(p)
+	if clean == r.URL.Path {
+		return r
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = clean
+	r2.URL.RawPath = ""
+	return r2
+}
+
+// CleanPaths serves every request to next under its clean path, as the
+// API's ServeHTTP does itself; the program wraps whatever sits in front of
+// the API (the metrics middleware) with it, so that "//shutdown" is counted
+// under the route it is served by.
+func CleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, cleanPath(r))
+	})
+}
+
+// methodNotAllowed answers 405 with the Allow header (RFC 9110 requires
+// it), listing the methods of every route whose path matches.
+func (s *Server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	_ = s.router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+		var m mux.RouteMatch
+		if route.Match(r, &m) || !errors.Is(m.MatchErr, mux.ErrMethodMismatch) {
+			return nil
+		}
+		methods, err := route.GetMethods()
+		if err == nil {
+			allowed = append(allowed, methods...)
+		}
+		return nil
+	})
+	slices.Sort(allowed)
+	w.Header().Set("Allow", strings.Join(slices.Compact(allowed), ", "))
+	s.WriteError(w, r, Errorf(CodeMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
 }
 
 // trackingWriter remembers whether the status line went out, so the

@@ -21,7 +21,11 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
+	"path"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -142,18 +146,38 @@ func Mount(r *mux.Router, opts Options) (*Web, error) {
 	r.Handle("/login", http.HandlerFunc(w.handleLoginForm)).Methods(get...)
 	r.Handle("/login", http.HandlerFunc(w.handleLogin)).Methods(http.MethodPost)
 	r.Handle("/logout", http.HandlerFunc(w.handleLogout)).Methods(http.MethodPost)
-	static, _ := fs.Sub(staticFS, "static")
-	r.PathPrefix("/static/").Handler(securityHeaders(http.StripPrefix("/static/",
-		cacheStatic(http.FileServerFS(static))))).Methods(get...)
+	r.PathPrefix("/static/").Handler(securityHeaders(w.static())).Methods(get...)
 	return w, nil
 }
 
-// cacheStatic lets browsers keep the CSS and script for an hour: they change
-// only with the binary.
-func cacheStatic(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		h.ServeHTTP(w, r)
+// static serves the embedded files under /static/ and nothing else: a
+// directory (/static/ itself included) or a missing file is the API's JSON
+// 404, never Go's file server listing or its plain-text 404, and there are
+// no redirects (http.FileServer sends one for index.html and for a
+// directory without its slash). Files are served whole, without ranges:
+// they are a few kilobytes, and ranges would bring back Go's plain-text 416.
+// Browsers keep them for an hour: they change only with the binary.
+func (w *Web) static() http.Handler {
+	files, _ := fs.Sub(staticFS, "static")
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/static/")
+		body, err := fs.ReadFile(files, name)
+		if !fs.ValidPath(name) || err != nil {
+			w.api.WriteError(rw, r, handlers.Errorf(handlers.CodeNotFound, "no such file: %s", r.URL.Path))
+			return
+		}
+		h := rw.Header()
+		ct := mime.TypeByExtension(path.Ext(name))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		h.Set("Content-Type", ct)
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Cache-Control", "public, max-age=3600")
+		rw.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = rw.Write(body)
+		}
 	})
 }
 

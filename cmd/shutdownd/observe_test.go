@@ -157,6 +157,14 @@ func TestObservedShutdown(t *testing.T) {
 	reqBody := `{"reason":"utility power lost","expected_recovery":"2030-01-01T12:00:00Z","deadline":"` + far + `"}`
 	resp, body = call("POST", "/shutdown", reqBody, key)
 	id := jobID(resp, body)
+	// The retry with the same key while the job is active gets the same
+	// job, not a new shutdown (the job takes at least the VMs' 150 ms stop).
+	// It is sent to "//shutdown", as a UPS script with a doubled slash in
+	// its URL would: served (and counted below) as /shutdown, no redirect.
+	resp, body = call("POST", "//shutdown", reqBody, key)
+	if jobID(resp, body) != id || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("replay points at %s (replayed %q)", resp.Header.Get("Location"), resp.Header.Get("Idempotent-Replayed"))
+	}
 	job := wait(id)
 	if job.State != store.StateSucceeded || job.OnTrack == nil || !*job.OnTrack {
 		t.Fatalf("shutdown %s on_track %v: %s", job.State, job.OnTrack, job.Error)
@@ -166,12 +174,6 @@ func TestObservedShutdown(t *testing.T) {
 	if n := hung.Load(); n != 1 {
 		t.Errorf("hanging webhook saw %d requests while the jobs ran, want 1 (still hanging)", n)
 	}
-	// The retry with the same key gets the same job, not a new shutdown.
-	resp, body = call("POST", "/shutdown", reqBody, key)
-	if jobID(resp, body) != id {
-		t.Errorf("replay points at %s", resp.Header.Get("Location"))
-	}
-
 	// Every notification reached the good webhook, in order per job.
 	waitCond(t, "10 notifications", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 10 })
 	var seq []string

@@ -33,13 +33,14 @@ func (m *Main) handler(st *store.Store) (http.Handler, error) {
 
 	// Prometheus: GET /metrics (open, read token or off), and every
 	// request counted by route; this wraps the whole handler, so it stays
-	// the last block.
+	// the last block, inside only the path cleaning that the API does too
+	// (so "//shutdown" is counted as the /shutdown it is served as).
 	if err := m.Metrics.Mount(api.Router(), m.Config.Metrics.Access, func(h http.Handler) http.Handler {
 		return api.RequireScope(handlers.ScopeRead, h)
 	}); err != nil {
 		return nil, err
 	}
-	return m.Metrics.Instrument(api.Router(), api), nil
+	return handlers.CleanPaths(m.Metrics.Instrument(api.Router(), api)), nil
 }
 
 // observer builds what watches the runner: Prometheus metrics and the
