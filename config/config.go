@@ -325,16 +325,15 @@ func (c *Config) HostGroups() [][]Host {
 	return groups
 }
 
-// SelfHosts returns the host running shutdownd (validation allows at most
-// one), which is powered off after everything else.
-func (c *Config) SelfHosts() []Host {
-	var out []Host
-	for _, h := range c.Hosts {
-		if h.Self {
-			out = append(out, h)
-		}
+// Self returns the host running shutdownd, which is powered off after
+// everything else; ok is false when no host is marked self. Validation
+// refuses a second one.
+func (c *Config) Self() (h Host, ok bool) {
+	i := slices.IndexFunc(c.Hosts, func(h Host) bool { return h.Self })
+	if i < 0 {
+		return Host{}, false
 	}
-	return out
+	return c.Hosts[i], true
 }
 
 // Host looks a host up by name.
