@@ -34,7 +34,7 @@ type Runner struct {
 	cfg   *config.Config
 	store *store.Store
 	log   *slog.Logger
-	deps  Deps
+	deps  deps
 	obs   Observer // may be nil
 	// journal writes every record of the jobs, and holds in memory what a
 	// store that cannot be written refuses (runner/internal/journal).
@@ -65,7 +65,6 @@ type Runner struct {
 // Options tune a Runner.
 type Options struct {
 	Logger *slog.Logger
-	Deps   Deps
 	// Observer is told about jobs, steps and peer requests (metrics,
 	// notifications); nil means nobody.
 	Observer Observer
@@ -82,7 +81,6 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts.Deps.fill()
 	boot, err := ReadBootID(cmp.Or(opts.BootIDFile, DefaultBootIDFile))
 	if err != nil {
 		log.Error("this machine's boot id is unknown: a job interrupted by a restart will not resume", "err", err)
@@ -94,11 +92,12 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 		jobs = so
 	}
 	r.journal = journal.New(st, journal.Options{Logger: log, Observer: jobs})
-	countStops(&opts.Deps, &r.nova)
+	d := realDeps()
+	countStops(&d, &r.nova)
 	if opts.Observer != nil {
-		opts.Deps = observeDeps(opts.Deps, opts.Observer)
+		d = observeDeps(d, opts.Observer)
 	}
-	r.deps = opts.Deps
+	r.deps = d
 	return r
 }
 
