@@ -11,7 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// full is SPEC.md section 5's example, adapted to files of site(), with
+// full is the README's configuration example, adapted to files of site(), with
 // per-host overrides added.
 const full = `listen: 127.0.0.1:9090
 tls: {cert_file: "", key_file: ""}
