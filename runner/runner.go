@@ -34,7 +34,7 @@ type Runner struct {
 	cfg   *config.Config
 	store *store.Store
 	log   *slog.Logger
-	deps  Deps
+	deps  deps
 	obs   Observer // may be nil
 	// journal writes every record of the jobs, and holds in memory what a
 	// store that cannot be written refuses (runner/internal/journal).
@@ -65,7 +65,6 @@ type Runner struct {
 // Options tune a Runner.
 type Options struct {
 	Logger *slog.Logger
-	Deps   Deps
 	// Observer is told about jobs, steps and peer requests (metrics,
 	// notifications); nil means nobody.
 	Observer Observer
@@ -82,7 +81,6 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts.Deps.fill()
 	boot, err := ReadBootID(cmp.Or(opts.BootIDFile, DefaultBootIDFile))
 	if err != nil {
 		log.Error("this machine's boot id is unknown: a job interrupted by a restart will not resume", "err", err)
@@ -94,11 +92,12 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 		jobs = so
 	}
 	r.journal = journal.New(st, journal.Options{Logger: log, Observer: jobs})
-	countStops(&opts.Deps, &r.nova)
+	d := realDeps()
+	countStops(&d, &r.nova)
 	if opts.Observer != nil {
-		opts.Deps = observeDeps(opts.Deps, opts.Observer)
+		d = observeDeps(d, opts.Observer)
 	}
-	r.deps = opts.Deps
+	r.deps = d
 	return r
 }
 
@@ -369,17 +368,15 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	r.finish(e)
 }
 
-// finish writes the job's final state, then powers off self hosts, which
+// finish writes the job's final state, then powers off the self host, which
 // must come last: after this, nothing of ours may still need the machine.
 func (r *Runner) finish(e *exec) {
 	state, msg := store.StateSucceeded, ""
 	e.mu.Lock()
 	failures := append([]string(nil), e.failures...)
 	e.mu.Unlock()
-	var selfHosts []config.Host
-	if e.job.Kind == store.KindShutdown {
-		selfHosts = r.cfg.SelfHosts()
-	}
+	self, hasSelf := r.cfg.Self()
+	hasSelf = hasSelf && e.job.Kind == store.KindShutdown
 	switch {
 	case e.ctx.Err() != nil:
 		// Preempted or superseded: the store already holds the final
@@ -388,10 +385,10 @@ func (r *Runner) finish(e *exec) {
 		if j, err := r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
 			msg = j.Error
 		}
-	case e.cancelled.Load() && len(selfHosts) > 0:
+	case e.cancelled.Load() && hasSelf:
 		// The self power-off is still to come, and a cancel stops it: work
 		// was left undone, so the job is cancelled even if every step ran.
-		state, msg = store.StateCancelled, "cancelled by request before this machine ("+hostNames(selfHosts)+") was powered off"
+		state, msg = store.StateCancelled, "cancelled by request before this machine ("+self.Name+") was powered off"
 		if len(failures) > 0 {
 			msg += "; " + summarize(failures)
 		}
@@ -406,9 +403,10 @@ func (r *Runner) finish(e *exec) {
 	if state == store.StateCancelled {
 		e.closeOpen(msg)
 	}
-	var selfActions []store.Action
-	if state != store.StateCancelled && len(selfHosts) > 0 {
-		selfActions = e.prepareSelf(selfHosts)
+	var selfAction store.Action
+	sendSelf := false
+	if state != store.StateCancelled && hasSelf {
+		selfAction, sendSelf = e.prepareSelf(self)
 	}
 	e.settleDeadline(state)
 	e.jr.Progress("")
@@ -434,10 +432,10 @@ func (r *Runner) finish(e *exec) {
 		e.log.Info("job finished", "state", state, "error", msg)
 		e.jobFinished()
 	}
-	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
+	if sendSelf && !e.cancelArrivedBeforeFinal(selfAction) {
 		r.selfDownJob.Store(e.job.ID)
 		e.drainObservers()
-		e.powerOffSelf(selfHosts, selfActions)
+		e.powerOffSelf(self, selfAction)
 	}
 }
 
@@ -538,7 +536,7 @@ func (e *exec) drainObservers() {
 // written (the store takes no cancel request for a final job, so this read
 // is the last word). The self power-off is then not sent: its actions are
 // recorded as skipped, with an event.
-func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
+func (e *exec) cancelArrivedBeforeFinal(selfAction store.Action) bool {
 	j, err := e.r.store.Job(e.db(), e.job.ID)
 	if err != nil {
 		e.log.Error("re-read job before self power-off", "err", err)
@@ -547,19 +545,9 @@ func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
 	if !j.CancelRequested {
 		return false
 	}
-	for _, a := range selfActions {
-		e.finishAction(a.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
-	}
+	e.finishAction(selfAction.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
 	e.event("warn", "cancel requested as the job ended; this machine is not powered off")
 	return true
-}
-
-func hostNames(hosts []config.Host) string {
-	names := make([]string, len(hosts))
-	for i, h := range hosts {
-		names[i] = h.Name
-	}
-	return strings.Join(names, ", ")
 }
 
 // startWatch runs watch until the returned stop function is called; stop

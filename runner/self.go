@@ -10,56 +10,43 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// prepareSelf records the self hosts' power-off before the job's final
+// prepareSelf records the self host's power-off before the job's final
 // state is written, so the record exists even though the machine running
 // us goes down right after.
 //
 // Only after the hosts step ran to its end (succeeded, or failed for some
 // hosts): a job that never got there (a store error ended it early) must not
 // take down the machine an operator needs while the site's hosts are up.
-func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
+func (e *exec) prepareSelf(h config.Host) (store.Action, bool) {
 	steps, err := e.jr.Steps(e.db())
 	if err != nil {
 		e.log.Error("read steps for self power-off", "err", err)
-		return nil
+		return store.Action{}, false
 	}
 	i := slices.IndexFunc(steps, func(s store.Step) bool { return s.Name == StepHosts })
 	if i < 0 || (steps[i].State != store.StepSucceeded && steps[i].State != store.StepFailed) {
 		e.event("error", "this machine is not powered off: the hosts step did not run to its end", "")
-		return nil
+		return store.Action{}, false
 	}
-	step := steps[i]
-	var out []store.Action
-	for _, h := range hosts {
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
-		a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
-		if err != nil {
-			e.log.Error("record self action", "err", err)
-			continue
-		}
-		out = append(out, a)
+	key := store.ActionKey{JobID: e.job.ID, StepID: steps[i].ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
+	a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
+	if err != nil {
+		e.log.Error("record self action", "err", err)
+		return store.Action{}, false
 	}
-	return out
+	return a, true
 }
 
 // powerOffSelf powers off the machine running shutdownd, last (see
-// selfPowerOff for one host). The job is final by now. If this machine is
+// selfPowerOff). The job is final by now. If this machine is
 // still up when every way of powering it off has failed, the power-off is
 // over: the service goes back to normal work, so that the next trigger
 // starts a new job instead of being answered with this one.
-func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
-	down := true
-	for i, h := range hosts {
-		if i >= len(actions) {
-			break
-		}
-		s := &selfPowerOff{e: e, h: h, action: actions[i], step: store.Step{ID: actions[i].StepID, JobID: e.job.ID},
-			rec: newRecorder(e), start: time.Now()}
-		if !s.run() {
-			down = false
-		}
-		s.rec.wait()
-	}
+func (e *exec) powerOffSelf(h config.Host, action store.Action) {
+	s := &selfPowerOff{e: e, h: h, action: action, step: store.Step{ID: action.StepID, JobID: e.job.ID},
+		rec: newRecorder(e), start: time.Now()}
+	down := s.run()
+	s.rec.wait()
 	if !down {
 		e.r.selfDownJob.Store(0)
 		e.log.Error("this machine was not powered off; the service goes back to normal work")

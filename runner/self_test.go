@@ -16,6 +16,9 @@ func selfSiteWith(t *testing.T, spec sitesim.HostSpec) *fixture {
 	return newFixture(t, func(o *sitesim.Options) {
 		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}, spec}
 		o.Storage = "none"
+		if spec.SudoDenied {
+			o.User = "ops" // sudo asks root for nothing: a refusal needs another user
+		}
 	})
 }
 

@@ -33,7 +33,9 @@ type Batch struct {
 	// RecordActions does.
 	Record []ActionRecord
 	Events []EventRecord
-	// CurrentStep, when set, replaces the job's current_step.
+	// CurrentStep, when set, replaces the job's current_step. It counts
+	// as a record of the job for the resume rule (touched_at), like any
+	// other write of the job.
 	CurrentStep *string
 }
 
@@ -104,7 +106,7 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) ([]Action, error) {
 			}
 		}
 		if b.CurrentStep != nil {
-			res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ? WHERE id = ?`, *b.CurrentStep, b.JobID)
+			res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ?, touched_at = ? WHERE id = ?`, *b.CurrentStep, ts, b.JobID)
 			if err != nil {
 				return fmt.Errorf("set current step: %w", err)
 			}

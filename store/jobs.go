@@ -414,21 +414,6 @@ func finishJobTx(ctx context.Context, tx *sql.Tx, id int64, state State, errMsg 
 	return nil
 }
 
-// SetCurrentStep stores the human progress text shown as current_step.
-func (s *Store) SetCurrentStep(ctx context.Context, id int64, text string) error {
-	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ?, touched_at = ? WHERE id = ?`, text, formatTime(now), id)
-		if err != nil {
-			return err
-		}
-		return affected(res)
-	})
-	if err != nil {
-		return fmt.Errorf("set current step of job %d: %w", id, err)
-	}
-	return nil
-}
-
 // RequestCancel cancels a job: a pending job is cancelled at once, a running
 // job gets cancel_requested and stops at its next safe point, a final job is
 // left unchanged. It returns the job as it is afterwards.

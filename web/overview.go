@@ -14,7 +14,7 @@ import (
 // PowerSource is the site's UPS as the pages need it: the overview compares
 // the forecast of a shutdown with its battery runtime, and the timeline of
 // a running job draws when the battery runs out. It is the hook for the
-// power source watcher (SPEC section 7); with none configured (Options.Power
+// power source watcher still to come; with none configured (Options.Power
 // nil) the overview shows the forecast alone.
 type PowerSource interface {
 	// PowerReading returns the last reading; ok is false before the first.
@@ -33,7 +33,7 @@ type PowerReading struct {
 // Empty is when the battery runs out at the reported rate.
 func (p PowerReading) Empty() time.Time { return p.At.Add(p.Runtime) }
 
-// kindStartup is the startup job's kind (SPEC section 2), which the store
+// kindStartup is the kind of the startup job to come, which the store
 // does not define yet: until it does, no job has it and the overview says
 // "never".
 const kindStartup store.Kind = "startup"

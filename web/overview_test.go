@@ -157,7 +157,7 @@ func TestOverview(t *testing.T) {
 	if err := e.st.StartJob(context.Background(), run.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetCurrentStep(context.Background(), run.ID, "Stopping OpenStack VMs (3/9 off)"); err != nil {
+	if err := setCurrentStep(context.Background(), e.st, run.ID, "Stopping OpenStack VMs (3/9 off)"); err != nil {
 		t.Fatal(err)
 	}
 	_, body = e.get(t, c, "/")

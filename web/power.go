@@ -117,7 +117,7 @@ func simulationPower(acts []store.Action, find func(kind, op string) *store.Acti
 }
 
 // startupPower reads a startup's records of a host: the startup kind is
-// coming (SPEC section 3); its host actions bring a host up, so a host
+// coming; its host actions bring a host up, so a host
 // whose actions all succeeded is On.
 func startupPower(acts []store.Action, decided func(state, why string, a *store.Action) (hostPower, bool)) (hostPower, bool) {
 	last := &acts[len(acts)-1]
