@@ -39,10 +39,10 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	for _, a := range prior {
 		// Only hosts confirmed off are skipped after a restart; a host that
 		// failed is tried again (its BMC may answer now).
-		if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
+		if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
 			finished[a.Target] = a
 		}
-		if a.TargetKind != "host" && a.TargetKind != "bmc" {
+		if a.TargetKind != store.TargetHost && a.TargetKind != store.TargetBMC {
 			continue
 		}
 		hp := before[a.Target]
@@ -51,13 +51,13 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			before[a.Target] = hp
 		}
 		hp.touched = true
-		if a.TargetKind == "host" && a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded {
+		if a.TargetKind == store.TargetHost && a.Operation == store.OpSSHPowerOff && a.State == store.ActionSucceeded {
 			hp.sent = true
 		}
-		if a.TargetKind == "bmc" && strings.HasPrefix(a.Operation, "bmc-confirm") && a.State == store.ActionSucceeded {
+		if a.TargetKind == store.TargetBMC && a.Operation.ConfirmsOff() && a.State == store.ActionSucceeded {
 			hp.confirmedOff = true
 		}
-		if a.TargetKind == "host" && a.Operation == "power-off" && !a.State.Final() {
+		if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && !a.State.Final() {
 			hp.open = a.ID
 		}
 	}
@@ -89,7 +89,7 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 		}
 		label := groupLabel(g)
 		rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-		rec.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
+		rec.event(store.LevelInfo, fmt.Sprintf("host group %d (%s) starting", gi+1, label))
 		var runs []*hostRun
 		for _, h := range g {
 			if _, ok := finished[h.Name]; ok {
@@ -149,10 +149,10 @@ func (e *exec) beginGroup(step store.Step, runs []*hostRun, rec *recorder) {
 	var bs []store.ActionBegin
 	var dst []**store.Action
 	for _, r := range runs {
-		bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "power-off"}})
+		bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: r.h.Name, Operation: store.OpPowerOff}})
 		dst = append(dst, &r.action)
 		if !r.check && !r.prior.sent {
-			bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "ssh-poweroff"},
+			bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: r.h.Name, Operation: store.OpSSHPowerOff},
 				Detail: r.h.SSH.PoweroffCommand})
 			dst = append(dst, &r.ssh)
 		}
@@ -213,7 +213,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	t := e.r.cfg.Timeouts
 	ha := run.action
 	if ha == nil {
-		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
+		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpPowerOff}
 		a, err := rec.begin(hostKey, "")
 		if err != nil {
 			e.fail("host %s: record action: %v", h.Name, err)
@@ -230,12 +230,12 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 		e.closeInterrupted(step, h.Name, ha.ID, ok)
 		if ok {
 			rec.finish(ha.ID, store.ActionSucceeded, detail, "")
-			rec.event("info", fmt.Sprintf("host %s off", h.Name), detail)
+			rec.event(store.LevelInfo, fmt.Sprintf("host %s off", h.Name), detail)
 			return true
 		}
 		e.fail("host %s: %s", h.Name, msg)
 		rec.finish(ha.ID, store.ActionFailed, detail, msg)
-		rec.event("error", fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+		rec.event(store.LevelError, fmt.Sprintf("host %s not confirmed off", h.Name), msg)
 		return false
 	}
 	start := time.Now()
@@ -259,7 +259,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 
 	sent := prior.sent
 	if sent {
-		rec.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+		rec.event(store.LevelInfo, "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
 	} else if ok, wrong := e.sshPowerOff(step, h, run.ssh, rec); wrong != nil {
 		return finish(false, "", thisMachineReason(wrong))
 	} else {
@@ -273,7 +273,7 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	}
 	ctl, bmcErr := bmcs.wait()
 	if bmcErr != nil {
-		rec.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
 		if sent {
 			return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
 		}
@@ -281,13 +281,13 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 	}
 
 	if sent {
-		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff, rec) {
+		if e.confirmOff(step, h, ctl, store.OpBMCConfirmOff, t.HostOff, rec) {
 			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
 		}
 		if e.ctx.Err() != nil {
 			return finish(false, "", "interrupted")
 		}
-		rec.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
 	} else if !checked {
 		// SSH could not reach the host: it may be off already. Never power
 		// off through the BMC what is already Off.
@@ -306,14 +306,14 @@ func (e *exec) forceOff(step store.Step, h config.Host, ctl PowerController, sta
 	if e.ctx.Err() != nil {
 		return false, "", "interrupted"
 	}
-	if e.bmcPower(step, h, "bmc-soft-off", ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff, rec) {
+	if e.bmcPower(step, h, store.OpBMCSoftOff, ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, store.OpBMCConfirmSoftOff, t.BMCSoftOff, rec) {
 		return true, fmt.Sprintf("off via BMC soft off after %s", since(start)), ""
 	}
 	if e.ctx.Err() != nil {
 		return false, "", "interrupted"
 	}
-	rec.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
-	if e.bmcPower(step, h, "bmc-hard-off", ctl.HardOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff, rec) {
+	rec.event(store.LevelWarn, fmt.Sprintf("host %s still on; BMC hard off", h.Name))
+	if e.bmcPower(step, h, store.OpBMCHardOff, ctl.HardOff, rec) && e.confirmOff(step, h, ctl, store.OpBMCConfirmHardOff, t.BMCHardOff, rec) {
 		return true, fmt.Sprintf("off via BMC hard off after %s", since(start)), ""
 	}
 	return false, "", "still on after BMC hard off"
@@ -357,7 +357,7 @@ func (b *bmcLink) PowerState(ctx context.Context) (bmc.PowerState, error) {
 	if oerr != nil {
 		return ps, err
 	}
-	b.e.event("info", fmt.Sprintf("host %s: BMC session opened in advance no longer answers; opened a new one", b.h.Name), err.Error())
+	b.e.event(store.LevelInfo, fmt.Sprintf("host %s: BMC session opened in advance no longer answers; opened a new one", b.h.Name), err.Error())
 	b.ctl.Close(context.WithoutCancel(ctx))
 	b.ctl = fresh
 	return fresh.PowerState(ctx)
@@ -373,7 +373,7 @@ func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
 // sent, and the caller must not use the BMC either (thisMachineReason).
 func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) (sent bool, wrong error) {
 	if a == nil {
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSSHPowerOff}
 		b, err := rec.begin(key, h.SSH.PoweroffCommand)
 		if err != nil {
 			e.log.Error("record action", "err", err)
@@ -394,12 +394,12 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec 
 	}
 	if dialErr != nil {
 		rec.finish(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
-		rec.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
 		return false, nil
 	}
 	if err != nil {
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
-		rec.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
 		return false, nil
 	}
 	rec.finish(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
@@ -461,8 +461,8 @@ func (p *pendingBMC) close() {
 	}
 }
 
-func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(context.Context) error, rec *recorder) bool {
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+func (e *exec) bmcPower(step store.Step, h config.Host, op store.Operation, f func(context.Context) error, rec *recorder) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetBMC, Target: h.Name, Operation: op}
 	a, err := rec.begin(key, fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -481,8 +481,8 @@ func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(contex
 
 // confirmOff polls the BMC until the power state reads Off or the timeout
 // passes.
-func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op string, timeout time.Duration, rec *recorder) bool {
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op store.Operation, timeout time.Duration, rec *recorder) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetBMC, Target: h.Name, Operation: op}
 	a, err := rec.begin(key, fmt.Sprintf("waiting up to %s for Off", timeout))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -558,7 +558,7 @@ func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 
 func (e *exec) checkHost(step store.Step, h config.Host) bool {
 	ok := true
-	check := func(kind, op, detail string, f func() (string, error)) {
+	check := func(kind store.TargetKind, op store.Operation, detail string, f func() (string, error)) {
 		if e.ctx.Err() != nil {
 			return // preempted or stopping: checks not started are not results
 		}

@@ -28,6 +28,20 @@ const (
 	StepHosts     = "hosts"
 )
 
+// jobSteps is the sequence of steps every job runs, in order; stepNames
+// are their names.
+var (
+	jobSteps = []struct {
+		name string
+		run  func(*exec, store.Step) (store.StepState, string, error)
+	}{
+		{StepOpenStack, (*exec).openstackStep},
+		{StepStorage, (*exec).storageStep},
+		{StepHosts, (*exec).hostsStep},
+	}
+	stepNames = []string{StepOpenStack, StepStorage, StepHosts}
+)
+
 // Runner runs one job at a time. The store is the only source of truth: the
 // runner holds no job state across restarts that is not in the database.
 type Runner struct {
@@ -241,7 +255,7 @@ func (e *exec) failFromRecords(st store.Step, why string) {
 	}
 	n := 0
 	for _, a := range as {
-		if a.State != store.ActionFailed || a.TargetKind == "bmc" || a.Operation == "ssh-poweroff" {
+		if a.State != store.ActionFailed || a.TargetKind == store.TargetBMC || a.Operation == store.OpSSHPowerOff {
 			continue
 		}
 		target := a.Target
@@ -269,7 +283,7 @@ func (e *exec) stopping() bool { return e.cancelled.Load() || e.ctx.Err() != nil
 // record of an action that happened is never lost to a cancelled context.
 func (e *exec) db() context.Context { return context.WithoutCancel(e.ctx) }
 
-func (e *exec) event(level, msg string, detail ...any) {
+func (e *exec) event(level store.Level, msg string, detail ...any) {
 	d := ""
 	if len(detail) > 0 {
 		d = fmt.Sprint(detail...)
@@ -294,7 +308,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	}
 	// The store records "job started" and every state change itself.
 	if e.resumed {
-		e.event("warn", "job resumed after restart")
+		e.event(store.LevelWarn, "job resumed after restart")
 	}
 	e.log.Info("job started", "resumed", e.resumed)
 	e.jobStarted()
@@ -306,16 +320,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
 
-	steps := []struct {
-		name  string
-		title string
-		run   func(*exec, store.Step) (store.StepState, string, error)
-	}{
-		{StepOpenStack, "OpenStack VMs", (*exec).openstackStep},
-		{StepStorage, "storage", (*exec).storageStep},
-		{StepHosts, "hosts", (*exec).hostsStep},
-	}
-	for i, s := range steps {
+	for i, s := range jobSteps {
 		if e.stopping() {
 			break
 		}
@@ -529,7 +534,7 @@ func (e *exec) drainObservers() {
 	ctx, cancel := context.WithTimeout(e.db(), selfDrainWait)
 	defer cancel()
 	if n := d.Drain(ctx); n > 0 {
-		e.event("warn", fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, selfDrainWait))
+		e.event(store.LevelWarn, fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, selfDrainWait))
 	}
 }
 
@@ -550,7 +555,7 @@ func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
 	for _, a := range selfActions {
 		e.finishAction(a.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
 	}
-	e.event("warn", "cancel requested as the job ended; this machine is not powered off")
+	e.event(store.LevelWarn, "cancel requested as the job ended; this machine is not powered off")
 	return true
 }
 
@@ -610,19 +615,19 @@ func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{})
 		}
 		if j.CancelRequested && !e.cancelled.Load() {
 			e.cancelled.Store(true)
-			e.event("warn", "cancel requested; stopping at the next safe point")
+			e.event(store.LevelWarn, "cancel requested; stopping at the next safe point")
 		}
 	}
 }
 
-func levelFor(s store.StepState) string {
+func levelFor(s store.StepState) store.Level {
 	switch s {
 	case store.StepFailed:
-		return "error"
+		return store.LevelError
 	case store.StepCancelled:
-		return "warn"
+		return store.LevelWarn
 	}
-	return "info"
+	return store.LevelInfo
 }
 
 // summarize joins failures into the job's error text; long lists are cut so

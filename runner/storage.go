@@ -38,7 +38,7 @@ func (e *exec) storageCheck(step store.Step) (store.StepState, string, error) {
 	if !ok {
 		return store.StepFailed, "", fmt.Errorf("storage host %s not configured", hostName)
 	}
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: hostName, Operation: "check-storage-health"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetStorage, Target: hostName, Operation: store.OpCheckStorageHealth}
 	a, err := e.jr.Begin(key, st.HealthCommand)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
@@ -200,7 +200,7 @@ const (
 )
 
 func storageKey(e *exec, step store.Step, c config.StorageCommand) store.ActionKey {
-	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: c.Host, TargetID: c.Command, Operation: c.Operation()}
+	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetStorage, Target: c.Host, TargetID: c.Command, Operation: store.Operation(c.Operation())}
 }
 
 // beginStorage records the actions of cmds in one transaction. A command
@@ -328,7 +328,7 @@ func (e *exec) onHost(h config.Host, keep bool, f func(HostConn) error) (dialErr
 		switch {
 		case err != nil && errors.Is(err, hostctl.ErrNoSession) && attempt == 0 && e.ctx.Err() == nil:
 			e.pool.dropSSH(h.Name, s)
-			e.event("warn", fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
+			e.event(store.LevelWarn, fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
 			continue
 		case !keep, err != nil && !errors.As(err, &exit):
 			e.pool.dropSSH(h.Name, s)

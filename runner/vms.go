@@ -35,7 +35,7 @@ func (e *exec) openCloudFor() (c Cloud, release func(), err error) {
 }
 
 func (e *exec) retryEvent(op string, attempt int, err error) {
-	e.event("warn", fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
+	e.event(store.LevelWarn, fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
 }
 
 func (e *exec) excluded(s openstack.Server) bool {
@@ -51,7 +51,7 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 	if !e.r.cfg.OpenStack.Enabled() {
 		// Allowed (a site without OpenStack), but never silent: VMs that
 		// do exist go down with their hosts.
-		e.event("warn", config.NoOpenStackWarning)
+		e.event(store.LevelWarn, config.NoOpenStackWarning)
 		return store.StepSkipped, config.NoOpenStackWarning, nil
 	}
 	if e.job.Kind == store.KindSimulation {
@@ -65,7 +65,7 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) {
 	e.progress("Checking OpenStack: authenticating and listing servers")
 	e.reportCloudLogin()
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "openstack", Target: e.r.cfg.OpenStack.Name(), Operation: "check-list-servers"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetOpenStack, Target: e.r.cfg.OpenStack.Name(), Operation: store.OpCheckListServers}
 	a, err := e.jr.Begin(key, "")
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
@@ -133,7 +133,7 @@ func (e *exec) finishAction(id int64, state store.ActionState, detail, errMsg st
 }
 
 func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
-	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "vm", Target: s.Name, TargetID: s.ID, Operation: "os-stop"}
+	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetVM, Target: s.Name, TargetID: s.ID, Operation: store.OpOSStop}
 }
 
 // listPageSizes are the limits of the successive list requests of a
@@ -246,7 +246,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
 	for _, a := range prior {
-		if a.TargetKind != "vm" {
+		if a.TargetKind != store.TargetVM {
 			continue
 		}
 		rec.existing[a.TargetID] = true // only rows of a previous run were stopped by us
@@ -321,9 +321,9 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			w.close()
 			return store.StepFailed, "", listErr
 		}
-		e.event("error", fmt.Sprintf("listing servers failed after %d servers; waiting for the %d stops already sent", plan.total, len(pending)), listErr.Error())
+		e.event(store.LevelError, fmt.Sprintf("listing servers failed after %d servers; waiting for the %d stops already sent", plan.total, len(pending)), listErr.Error())
 	} else if !rec.stoppedListing.Load() {
-		e.event("info", "listed servers", plan.summary())
+		e.event(store.LevelInfo, "listed servers", plan.summary())
 	}
 	total := len(plan.stop) + len(plan.off)
 	markFirst()
@@ -360,7 +360,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		servers, err := cloud.ListServers(e.ctx)
 		if err != nil {
 			if e.ctx.Err() == nil {
-				e.event("warn", "polling servers failed; will retry", err.Error())
+				e.event(store.LevelWarn, "polling servers failed; will retry", err.Error())
 			}
 			continue
 		}
@@ -430,7 +430,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 			e.log.Error("finish vm actions", "err", err)
 		}
 		if !e.cancelled.Load() {
-			e.event("error", fmt.Sprintf("%d VMs not stopped at the timeout; continuing, the hosts going down stops them", len(pending)))
+			e.event(store.LevelError, fmt.Sprintf("%d VMs not stopped at the timeout; continuing, the hosts going down stops them", len(pending)))
 		}
 	}
 	state, detail, err := e.vmStepResult(step, plan)
@@ -449,7 +449,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 func (e *exec) closeUnlisted(prior []store.Action, seen map[string]bool) {
 	var results []store.ActionResult
 	for _, a := range prior {
-		if a.TargetKind == "vm" && !a.State.Final() && !seen[a.TargetID] {
+		if a.TargetKind == store.TargetVM && !a.State.Final() && !seen[a.TargetID] {
 			results = append(results, store.ActionResult{ID: a.ID, State: store.ActionSucceeded, Detail: "server no longer listed (deleted)"})
 		}
 	}
@@ -667,7 +667,7 @@ func (e *exec) applyStopResults(rs []stopResult, pending map[string]*vmState) {
 			// Retries are exhausted; keep polling, the VM may still stop,
 			// and fail it at the timeout with this reason.
 			v.err = r.err.Error()
-			e.event("warn", fmt.Sprintf("os-stop %s failed after retries", v.server.Name), r.err.Error())
+			e.event(store.LevelWarn, fmt.Sprintf("os-stop %s failed after retries", v.server.Name), r.err.Error())
 		}
 	}
 	if len(results) > 0 {
