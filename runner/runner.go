@@ -233,47 +233,6 @@ type exec struct {
 	// stopWatch ends the goroutine that watches the store for preemption
 	// and cancel requests; finish calls it before writing the final state.
 	stopWatch func()
-
-	mu       sync.Mutex
-	failures []string
-}
-
-func (e *exec) fail(format string, args ...any) {
-	e.mu.Lock()
-	e.failures = append(e.failures, fmt.Sprintf(format, args...))
-	e.mu.Unlock()
-}
-
-// failFromRecords adds a failed step's failed targets, as the store holds
-// them, to the job's failures; a step with none is named with why instead.
-// Only outcomes count: a host's failed SSH power-off or BMC confirmation
-// that its escalation then made good is not a failure of the host.
-func (e *exec) failFromRecords(st store.Step, why string) {
-	as, err := e.jr.StepActions(e.db(), st.ID)
-	if err != nil {
-		e.log.Error("read step actions", "step", st.Name, "err", err)
-	}
-	n := 0
-	for _, a := range as {
-		if a.State != store.ActionFailed || a.TargetKind == store.TargetBMC || a.Operation == store.OpSSHPowerOff {
-			continue
-		}
-		target := a.Target
-		if a.TargetID != "" {
-			target += " (" + a.TargetID + ")"
-		}
-		e.fail("%s %s: %s", a.TargetKind, target, cmp.Or(a.Error, "failed"))
-		n++
-	}
-	if n == 0 {
-		e.fail("step %s: %s", st.Name, why)
-	}
-}
-
-func (e *exec) failureCount() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.failures)
 }
 
 // safePoint reports whether the job should stop before its next action.
@@ -326,32 +285,22 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		}
 		st, err := e.jr.EnsureStep(e.db(), i+1, s.name)
 		if err != nil {
-			e.fail("step %s: %v", s.name, err)
+			// The job fails: finish finds no record of this step.
 			e.log.Error("ensure step", "step", s.name, "err", err)
 			break
 		}
 		if st.State.Final() {
-			// Done before a restart; its failure still counts, or the
-			// resumed job would end succeeded with a failed step.
-			if st.State == store.StepFailed {
-				e.failFromRecords(st, "before the restart: "+cmp.Or(st.Error, st.Detail, "failed"))
-			}
+			// Done before a restart; finish reads its outcome from the
+			// store like any other step's.
 			continue
 		}
 		if err := e.jr.StartStep(st.ID); err != nil {
 			e.log.Error("start step", "step", s.name, "err", err)
 		}
-		failuresBefore := e.failureCount()
 		state, detail, err := s.run(e, st)
 		msg := ""
 		if err != nil {
 			msg = err.Error()
-		}
-		if state == store.StepFailed && e.failureCount() == failuresBefore {
-			// The step failed without naming a target here (targets that
-			// had failed before a restart, or a store error): the job
-			// fails too, naming what the store says failed.
-			e.failFromRecords(st, cmp.Or(msg, detail, "failed"))
 		}
 		if e.ctx.Err() != nil && state != store.StepSucceeded && state != store.StepSkipped {
 			if parent.Err() != nil {
@@ -376,11 +325,10 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 
 // finish writes the job's final state, then powers off self hosts, which
 // must come last: after this, nothing of ours may still need the machine.
+// The state is decided from what the store holds (failures).
 func (r *Runner) finish(e *exec) {
 	state, msg := store.StateSucceeded, ""
-	e.mu.Lock()
-	failures := append([]string(nil), e.failures...)
-	e.mu.Unlock()
+	failures := e.failures()
 	var selfHosts []config.Host
 	if e.job.Kind == store.KindShutdown {
 		selfHosts = r.cfg.SelfHosts()

@@ -45,7 +45,6 @@ func (e *exec) storageCheck(step store.Step) (store.StepState, string, error) {
 	}
 	out, err := e.runOn(h, st.HealthCommand)
 	if err != nil {
-		e.fail("storage health on %s: %v", hostName, err)
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		return store.StepFailed, "", err
 	}
@@ -251,7 +250,6 @@ func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store
 		return cmdInterrupted, e.ctx.Err()
 	}
 	if err != nil {
-		e.fail("storage %q on %s: %v", c.Command, c.Host, err)
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		return cmdFailed, err
 	}

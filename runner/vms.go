@@ -77,7 +77,6 @@ func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) 
 		servers, err = cloud.ListServers(e.ctx)
 	}
 	if err != nil {
-		e.fail("openstack: %v", err)
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		return store.StepFailed, "", err
 	}
@@ -161,7 +160,6 @@ func (e *exec) cloudForStop() (c Cloud, warm bool, release func(), err error) {
 	}
 	e.progress("Stopping OpenStack VMs: authenticating and listing servers")
 	if c, release, err = e.openCloudFor(); err != nil {
-		e.fail("openstack: %v", err)
 		return nil, false, nil, err
 	}
 	return c, false, release, nil
@@ -309,14 +307,12 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		w.close()
 		return store.StepFailed, "", fmt.Errorf("record vm actions: %w", recordErr)
 	case recordErr != nil:
-		// Some stops are out: keep polling those, fail the job.
-		e.fail("record vm actions: %v", recordErr)
+		// Some stops are out: keep polling those, then fail the step.
 	}
 	if listErr == nil && !rec.stoppedListing.Load() {
 		e.closeUnlisted(prior, rec.seen)
 	}
 	if listErr != nil {
-		e.fail("openstack: %v", listErr)
 		if len(pending) == 0 {
 			w.close()
 			return store.StepFailed, "", listErr
@@ -424,7 +420,6 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 				continue
 			}
 			results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionFailed, Error: msg})
-			e.fail("vm %s (%s): %s", v.server.Name, v.server.ID, msg)
 		}
 		if err := e.jr.Finish(results...); err != nil {
 			e.log.Error("finish vm actions", "err", err)
@@ -438,6 +433,9 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 		// The servers past the failed page were never seen, let alone
 		// stopped; the hosts going down stops them.
 		return store.StepFailed, detail, listErr
+	}
+	if recordErr != nil && state == store.StepSucceeded {
+		return store.StepFailed, detail, fmt.Errorf("record vm actions: %w", recordErr)
 	}
 	return state, detail, err
 }

@@ -63,6 +63,19 @@ func (o Operation) ConfirmsOff() bool {
 	return false
 }
 
+// PartOfPowerOff reports whether o is one part of a host's power-off
+// sequence (the SSH command, a BMC power command or confirmation, the wait
+// for this machine to go down). Its failure is not the host's: the host's
+// own OpPowerOff or OpSelfPowerOff action holds the outcome, which a later
+// part may have made good (a refused SSH power-off, then a BMC soft off).
+func (o Operation) PartOfPowerOff() bool {
+	switch o {
+	case OpSSHPowerOff, OpAwaitDown, OpBMCSoftOff, OpBMCHardOff:
+		return true
+	}
+	return o.ConfirmsOff()
+}
+
 // Level is how loud an event is; the schema allows only these.
 type Level string
 

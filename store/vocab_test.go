@@ -38,6 +38,19 @@ func TestVocabularyMatchesSchema(t *testing.T) {
 	}
 }
 
+func TestPartOfPowerOff(t *testing.T) {
+	t.Parallel()
+	for op, want := range map[Operation]bool{
+		OpSSHPowerOff: true, OpAwaitDown: true, OpBMCSoftOff: true, OpBMCHardOff: true,
+		OpBMCConfirmOff: true, OpBMCConfirmSoftOff: true, OpBMCConfirmHardOff: true,
+		OpPowerOff: false, OpSelfPowerOff: false, OpOSStop: false, OpCheckBMC: false, OpCheckSSH: false, "stop-ceph": false,
+	} {
+		if got := op.PartOfPowerOff(); got != want {
+			t.Errorf("%s.PartOfPowerOff() = %v, want %v", op, got, want)
+		}
+	}
+}
+
 func TestConfirmsOff(t *testing.T) {
 	t.Parallel()
 	for op, want := range map[Operation]bool{
