@@ -34,15 +34,39 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
-	finished := map[string]store.Action{}
-	before := map[string]*hostPrior{}
+	finished, before := priorHosts(prior)
+	if err := e.finishConfirmedBeforeRestart(finished, before); err != nil {
+		return store.StepFailed, "", err
+	}
+	hs := &hostsRun{e: e, step: step, finished: finished, before: before, rec: newRecorder(e)}
+	for _, g := range groups {
+		hs.total += len(g)
+	}
+	hs.off.Add(int64(len(finished)))
+	for gi, g := range groups {
+		if e.stopping() {
+			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", hs.off.Load(), hs.total), errCancelled
+		}
+		hs.group(gi, g)
+	}
+	detail := fmt.Sprintf("%d/%d hosts off", hs.off.Load(), hs.total)
+	if n := hs.failed.Load(); n > 0 {
+		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
+	}
+	return store.StepSucceeded, detail, nil
+}
+
+// priorHosts reads what a run before a restart did to the hosts: finished
+// are the hosts confirmed off (a host that failed is tried again: its BMC
+// may answer now), before what was done to each host touched.
+func priorHosts(prior []store.Action) (finished map[string]store.Action, before map[string]*hostPrior) {
+	finished, before = map[string]store.Action{}, map[string]*hostPrior{}
 	for _, a := range prior {
-		// Only hosts confirmed off are skipped after a restart; a host that
-		// failed is tried again (its BMC may answer now).
-		if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
+		isHost := a.TargetKind == store.TargetHost
+		if isHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
 			finished[a.Target] = a
 		}
-		if a.TargetKind != store.TargetHost && a.TargetKind != store.TargetBMC {
+		if !isHost && a.TargetKind != store.TargetBMC {
 			continue
 		}
 		hp := before[a.Target]
@@ -51,19 +75,23 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			before[a.Target] = hp
 		}
 		hp.touched = true
-		if a.TargetKind == store.TargetHost && a.Operation == store.OpSSHPowerOff && a.State == store.ActionSucceeded {
+		switch {
+		case isHost && a.Operation == store.OpSSHPowerOff && a.State == store.ActionSucceeded:
 			hp.sent = true
-		}
-		if a.TargetKind == store.TargetBMC && a.Operation.ConfirmsOff() && a.State == store.ActionSucceeded {
+		case !isHost && a.Operation.ConfirmsOff() && a.State == store.ActionSucceeded:
 			hp.confirmedOff = true
-		}
-		if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && !a.State.Final() {
+		case isHost && a.Operation == store.OpPowerOff && !a.State.Final():
 			hp.open = a.ID
 		}
 	}
-	// A host the BMC confirmed Off before a restart, whose own record the
-	// stopped process did not get to write, is off: it is finished here,
-	// not tried again (its BMC may not answer now).
+	return finished, before
+}
+
+// finishConfirmedBeforeRestart finishes the power-off of a host the BMC
+// confirmed Off before a restart, whose own record the stopped process did
+// not get to write: it is off, and not tried again (its BMC may not answer
+// now). Such hosts join finished.
+func (e *exec) finishConfirmedBeforeRestart(finished map[string]store.Action, before map[string]*hostPrior) error {
 	var confirmed []store.ActionResult
 	for name, hp := range before {
 		if _, done := finished[name]; !done && hp.confirmedOff && hp.open != 0 {
@@ -71,59 +99,60 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			finished[name] = store.Action{ID: hp.open}
 		}
 	}
-	if len(confirmed) > 0 {
-		if err := e.jr.Finish(confirmed...); err != nil {
-			return store.StepFailed, "", fmt.Errorf("record hosts confirmed off before the restart: %w", err)
-		}
+	if len(confirmed) == 0 {
+		return nil
 	}
-	total := 0
-	for _, g := range groups {
-		total += len(g)
+	if err := e.jr.Finish(confirmed...); err != nil {
+		return fmt.Errorf("record hosts confirmed off before the restart: %w", err)
 	}
-	var off, failed atomic.Int64
-	off.Add(int64(len(finished)))
-	rec := newRecorder(e)
-	for gi, g := range groups {
-		if e.stopping() {
-			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", off.Load(), total), errCancelled
+	return nil
+}
+
+// hostsRun is one run of a shutdown's hosts step.
+type hostsRun struct {
+	e        *exec
+	step     store.Step
+	finished map[string]store.Action // hosts off before this run
+	before   map[string]*hostPrior
+	rec      *recorder
+	total    int
+
+	off, failed atomic.Int64
+}
+
+// group powers off the hosts of group gi at once and returns when each is
+// off or has failed.
+func (hs *hostsRun) group(gi int, g []config.Host) {
+	e := hs.e
+	label := groupLabel(g)
+	hs.rec.setProgress("Powering off hosts: %s (%d/%d off)", label, hs.off.Load(), hs.total)
+	hs.rec.event(store.LevelInfo, fmt.Sprintf("host group %d (%s) starting", gi+1, label))
+	var runs []*hostRun
+	for _, h := range g {
+		if _, ok := hs.finished[h.Name]; ok {
+			continue
 		}
-		label := groupLabel(g)
-		rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-		rec.event(store.LevelInfo, fmt.Sprintf("host group %d (%s) starting", gi+1, label))
-		var runs []*hostRun
-		for _, h := range g {
-			if _, ok := finished[h.Name]; ok {
-				continue
+		r := &hostRun{h: h}
+		if p := hs.before[h.Name]; p != nil {
+			r.prior = *p
+		}
+		r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
+		runs = append(runs, r)
+	}
+	e.beginGroup(hs.step, runs, hs.rec)
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Go(func() {
+			if e.powerOffHost(hs.step, r, hs.rec) {
+				hs.off.Add(1)
+			} else {
+				hs.failed.Add(1)
 			}
-			r := &hostRun{h: h}
-			if p := before[h.Name]; p != nil {
-				r.prior = *p
-			}
-			r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
-			runs = append(runs, r)
-		}
-		e.beginGroup(step, runs, rec)
-		var wg sync.WaitGroup
-		for _, r := range runs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if e.powerOffHost(step, r, rec) {
-					off.Add(1)
-				} else {
-					failed.Add(1)
-				}
-				rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-			}()
-		}
-		wg.Wait()
-		rec.wait() // before anything else writes progress
+			hs.rec.setProgress("Powering off hosts: %s (%d/%d off)", label, hs.off.Load(), hs.total)
+		})
 	}
-	detail := fmt.Sprintf("%d/%d hosts off", off.Load(), total)
-	if n := failed.Load(); n > 0 {
-		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
-	}
-	return store.StepSucceeded, detail, nil
+	wg.Wait()
+	hs.rec.wait() // before anything else writes progress
 }
 
 // hostRun is one host's power-off in this run of the job.
@@ -209,8 +238,7 @@ func groupLabel(g []config.Host) string {
 // leaves at once; a host that cannot be reached over SSH has its power read
 // before the BMC is told to power it off.
 func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
-	h, prior := run.h, run.prior
-	t := e.r.cfg.Timeouts
+	h := run.h
 	ha := run.action
 	if ha == nil {
 		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpPowerOff}
@@ -223,80 +251,110 @@ func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
 		}
 		ha = &a
 	}
-	finish := func(ok bool, detail, msg string) bool {
-		if !ok && e.ctx.Err() != nil {
-			// The service is stopping (or the job was preempted): leave the
-			// action running, so a resumed job tries this host again.
-			return false
-		}
-		e.closeInterrupted(step, h.Name, ha.ID, ok)
-		if ok {
-			rec.finish(ha.ID, store.ActionSucceeded, detail, "")
-			rec.event(store.LevelInfo, fmt.Sprintf("host %s off", h.Name), detail)
-			return true
-		}
-		rec.finish(ha.ID, store.ActionFailed, detail, msg)
-		rec.event(store.LevelError, fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+	p := &hostPowerOff{e: e, step: step, run: run, rec: rec, action: ha, start: time.Now()}
+	return p.finish(p.sequence())
+}
+
+// hostPowerOff is one host's power-off sequence (powerOffHost).
+type hostPowerOff struct {
+	e      *exec
+	step   store.Step
+	run    *hostRun
+	rec    *recorder
+	action *store.Action // the host's power-off action
+	start  time.Time
+}
+
+// finish records the host's outcome and reports whether it is off.
+func (p *hostPowerOff) finish(ok bool, detail, msg string) bool {
+	e, h := p.e, p.run.h
+	if !ok && e.ctx.Err() != nil {
+		// The service is stopping (or the job was preempted): leave the
+		// action running, so a resumed job tries this host again.
 		return false
 	}
-	start := time.Now()
+	e.closeInterrupted(p.step, h.Name, p.action.ID, ok)
+	if ok {
+		p.rec.finish(p.action.ID, store.ActionSucceeded, detail, "")
+		p.rec.event(store.LevelInfo, fmt.Sprintf("host %s off", h.Name), detail)
+		return true
+	}
+	p.rec.finish(p.action.ID, store.ActionFailed, detail, msg)
+	p.rec.event(store.LevelError, fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+	return false
+}
 
+// sequence runs the steps of the power-off and returns what finish takes:
+// whether the host is off, the detail and the failure.
+func (p *hostPowerOff) sequence() (bool, string, string) {
+	e, h := p.e, p.run.h
 	bmcs := e.openBMCAsync(h) // in the background while SSH goes ahead
 	defer bmcs.close()
-
-	// Read the power state first only where it can matter (run.check): a
-	// host a run before a restart may have powered off, or one the warm-up
-	// could not reach over SSH (it may be off already; dialling it again
-	// could take the whole connect timeout).
-	checked := false
-	if run.check {
-		if ctl, err := bmcs.wait(); err == nil {
-			checked = true
-			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
-				return finish(true, "already Off (BMC)", "")
-			}
-		}
+	checked, off := p.checkFirst(bmcs)
+	if off {
+		return true, "already Off (BMC)", ""
 	}
-
-	sent := prior.sent
+	sent := p.run.prior.sent
 	if sent {
-		rec.event(store.LevelInfo, "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
-	} else if ok, wrong := e.sshPowerOff(step, h, run.ssh, rec); wrong != nil {
-		return finish(false, "", thisMachineReason(wrong))
+		p.rec.event(store.LevelInfo, "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+	} else if ok, wrong := e.sshPowerOff(p.step, h, p.run.ssh, p.rec); wrong != nil {
+		return false, "", thisMachineReason(wrong)
 	} else {
 		sent = ok
 	}
 	if h.BMC == nil {
 		if sent {
-			return finish(true, "power-off sent over SSH; no BMC to confirm", "")
+			return true, "power-off sent over SSH; no BMC to confirm", ""
 		}
-		return finish(false, "", "SSH power-off failed and no BMC configured")
+		return false, "", "SSH power-off failed and no BMC configured"
 	}
-	ctl, bmcErr := bmcs.wait()
-	if bmcErr != nil {
-		rec.event(store.LevelWarn, fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+	ctl, err := bmcs.wait()
+	if err != nil {
+		p.rec.event(store.LevelWarn, fmt.Sprintf("host %s: BMC unreachable", h.Name), err.Error())
 		if sent {
-			return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
+			return false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: " + err.Error()
 		}
-		return finish(false, "", "SSH and BMC both failed: "+bmcErr.Error())
+		return false, "", "SSH and BMC both failed: " + err.Error()
 	}
+	return p.confirmOrForce(ctl, sent, checked)
+}
 
+// checkFirst reads the power state before anything is sent, only where it
+// can matter (run.check): a host a run before a restart may have powered
+// off, or one the warm-up could not reach over SSH (it may be off already;
+// dialling it again could take the whole connect timeout). checked says the
+// state was read, off that it read Off.
+func (p *hostPowerOff) checkFirst(bmcs *pendingBMC) (checked, off bool) {
+	if !p.run.check {
+		return false, false
+	}
+	ctl, err := bmcs.wait()
+	if err != nil {
+		return false, false
+	}
+	ps, err := ctl.PowerState(p.e.ctx)
+	return true, err == nil && ps == bmc.Off
+}
+
+// confirmOrForce confirms through the BMC that a host sent the SSH
+// power-off goes Off, else escalates (forceOff). A host SSH could not reach
+// may be off already: never power off through the BMC what is already Off.
+func (p *hostPowerOff) confirmOrForce(ctl PowerController, sent, checked bool) (bool, string, string) {
+	e, h, t := p.e, p.run.h, p.e.r.cfg.Timeouts
 	if sent {
-		if e.confirmOff(step, h, ctl, store.OpBMCConfirmOff, t.HostOff, rec) {
-			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
+		if e.confirmOff(p.step, h, ctl, store.OpBMCConfirmOff, t.HostOff, p.rec) {
+			return true, fmt.Sprintf("off via SSH after %s", since(p.start)), ""
 		}
 		if e.ctx.Err() != nil {
-			return finish(false, "", "interrupted")
+			return false, "", "interrupted"
 		}
-		rec.event(store.LevelWarn, fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+		p.rec.event(store.LevelWarn, fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
 	} else if !checked {
-		// SSH could not reach the host: it may be off already. Never power
-		// off through the BMC what is already Off.
 		if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
-			return finish(true, "already Off (BMC)", "")
+			return true, "already Off (BMC)", ""
 		}
 	}
-	return finish(e.forceOff(step, h, ctl, start, rec))
+	return e.forceOff(p.step, h, ctl, p.start, p.rec)
 }
 
 // forceOff escalates through the BMC: soft off, then hard off, each
