@@ -279,15 +279,25 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
 
+	if !e.runSteps(parent) || parent.Err() != nil {
+		return // service stopping; resume (shutdown) or fail (simulation) at next start
+	}
+	r.finish(e)
+}
+
+// runSteps runs the job's steps in order until one is cancelled or the
+// job stops. It reports false when the service is stopping (parent ended)
+// mid-step: the step is left running, so a shutdown resumes it.
+func (e *exec) runSteps(parent context.Context) bool {
 	for i, s := range jobSteps {
 		if e.stopping() {
-			break
+			return true
 		}
 		st, err := e.jr.EnsureStep(e.db(), i+1, s.name)
 		if err != nil {
 			// The job fails: finish finds no record of this step.
 			e.log.Error("ensure step", "step", s.name, "err", err)
-			break
+			return true
 		}
 		if st.State.Final() {
 			// Done before a restart; finish reads its outcome from the
@@ -304,10 +314,8 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		}
 		if e.ctx.Err() != nil && state != store.StepSucceeded && state != store.StepSkipped {
 			if parent.Err() != nil {
-				// The service is stopping: leave the step running so a
-				// shutdown resumes it after restart.
 				e.log.Warn("service stopping; job left to resume", "step", s.name)
-				return
+				return false
 			}
 			state = store.StepCancelled
 		}
@@ -317,45 +325,18 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		e.event(levelFor(state), fmt.Sprintf("step %s %s", s.name, state), detail)
 		e.stepFinished(st.ID)
 	}
-	if parent.Err() != nil {
-		return // service stopping; resume (shutdown) or fail (simulation) at next start
-	}
-	r.finish(e)
+	return true
 }
 
 // finish writes the job's final state, then powers off self hosts, which
 // must come last: after this, nothing of ours may still need the machine.
 // The state is decided from what the store holds (failures).
 func (r *Runner) finish(e *exec) {
-	state, msg := store.StateSucceeded, ""
-	failures := e.failures()
 	var selfHosts []config.Host
 	if e.job.Kind == store.KindShutdown {
 		selfHosts = r.cfg.SelfHosts()
 	}
-	switch {
-	case e.ctx.Err() != nil:
-		// Preempted or superseded: the store already holds the final
-		// state and why.
-		state, msg = store.StateCancelled, "preempted"
-		if j, err := r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
-			msg = j.Error
-		}
-	case e.cancelled.Load() && len(selfHosts) > 0:
-		// The self power-off is still to come, and a cancel stops it: work
-		// was left undone, so the job is cancelled even if every step ran.
-		state, msg = store.StateCancelled, "cancelled by request before this machine ("+hostNames(selfHosts)+") was powered off"
-		if len(failures) > 0 {
-			msg += "; " + summarize(failures)
-		}
-	case e.cancelled.Load() && !e.cancelTooLate():
-		state, msg = store.StateCancelled, "cancelled by request"
-		if len(failures) > 0 {
-			msg += "; " + summarize(failures)
-		}
-	case len(failures) > 0:
-		state, msg = store.StateFailed, summarize(failures)
-	}
+	state, msg := e.outcome(selfHosts)
 	if state == store.StateCancelled {
 		e.closeOpen(msg)
 	}
@@ -392,6 +373,38 @@ func (r *Runner) finish(e *exec) {
 		e.drainObservers()
 		e.powerOffSelf(selfHosts, selfActions)
 	}
+}
+
+// outcome decides the job's final state and its error text from what the
+// store holds (failures) and how the job ended.
+func (e *exec) outcome(selfHosts []config.Host) (store.State, string) {
+	if e.ctx.Err() != nil {
+		// Preempted or superseded: the store already holds the final
+		// state and why.
+		msg := "preempted"
+		if j, err := e.r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
+			msg = j.Error
+		}
+		return store.StateCancelled, msg
+	}
+	failures := e.failures()
+	withFailures := func(msg string) string {
+		if len(failures) > 0 {
+			msg += "; " + summarize(failures)
+		}
+		return msg
+	}
+	switch {
+	case e.cancelled.Load() && len(selfHosts) > 0:
+		// The self power-off is still to come, and a cancel stops it: work
+		// was left undone, so the job is cancelled even if every step ran.
+		return store.StateCancelled, withFailures("cancelled by request before this machine (" + hostNames(selfHosts) + ") was powered off")
+	case e.cancelled.Load() && !e.cancelTooLate():
+		return store.StateCancelled, withFailures("cancelled by request")
+	case len(failures) > 0:
+		return store.StateFailed, summarize(failures)
+	}
+	return store.StateSucceeded, ""
 }
 
 // start opens the job's journal and moves the job to running. A start the

@@ -352,18 +352,7 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 				queue = r.add(p, queue)
 			}
 			// Whatever else has arrived goes into this batch's choice too.
-			for drained := false; !drained; {
-				select {
-				case p, ok := <-in:
-					if !ok {
-						drained, in = true, nil
-						break
-					}
-					queue = r.add(p, queue)
-				default:
-					drained = true
-				}
-			}
+			queue, in = r.drain(in, queue)
 			if len(queue) == 0 {
 				firstDone()
 				continue
@@ -390,6 +379,22 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 		}
 	}()
 	return out
+}
+
+// drain adds the pages that have arrived on in without waiting; in is
+// nil once the listing has ended.
+func (r *vmRecorder) drain(in <-chan []openstack.Server, queue []openstack.Server) ([]openstack.Server, <-chan []openstack.Server) {
+	for {
+		select {
+		case p, ok := <-in:
+			if !ok {
+				return queue, nil
+			}
+			queue = r.add(p, queue)
+		default:
+			return queue, in
+		}
+	}
 }
 
 // vmState tracks one server being stopped.
