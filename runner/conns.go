@@ -213,7 +213,7 @@ func (e *exec) confirmedOff() map[string]bool {
 			return off
 		}
 		for _, a := range actions {
-			if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
+			if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
 				off[a.Target] = true
 			}
 		}

@@ -25,10 +25,10 @@ func (e *exec) prepareSelf(h config.Host) (store.Action, bool) {
 	}
 	i := slices.IndexFunc(steps, func(s store.Step) bool { return s.Name == StepHosts })
 	if i < 0 || (steps[i].State != store.StepSucceeded && steps[i].State != store.StepFailed) {
-		e.event("error", "this machine is not powered off: the hosts step did not run to its end", "")
+		e.event(store.LevelError, "this machine is not powered off: the hosts step did not run to its end", "")
 		return store.Action{}, false
 	}
-	key := store.ActionKey{JobID: e.job.ID, StepID: steps[i].ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: steps[i].ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSelfPowerOff}
 	a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
 	if err != nil {
 		e.log.Error("record self action", "err", err)
@@ -93,13 +93,13 @@ func (s *selfPowerOff) run() bool {
 	sent := s.ssh()
 	s.openBMC()
 	if sent {
-		switch s.await("bmc-confirm-off", e.r.cfg.Timeouts.HostOff) {
+		switch s.await(store.OpBMCConfirmOff, e.r.cfg.Timeouts.HostOff) {
 		case selfOff:
 			return s.done("Off (BMC) after the power-off command, " + since(s.start).String())
 		case selfStopping:
 			return s.done(s.stoppingDetail())
 		}
-		s.rec.event("warn", fmt.Sprintf("this machine (%s) still runs %s after its power-off command", h.Name, e.r.cfg.Timeouts.HostOff))
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s) still runs %s after its power-off command", h.Name, e.r.cfg.Timeouts.HostOff))
 	}
 	if s.ctl == nil {
 		why := fmt.Sprintf("still running %s after the power-off command, and no BMC to force it", e.r.cfg.Timeouts.HostOff)
@@ -109,12 +109,12 @@ func (s *selfPowerOff) run() bool {
 		return s.failed(why)
 	}
 	for _, o := range []struct {
-		op, confirm string
+		op, confirm store.Operation
 		f           func(context.Context) error
 		timeout     time.Duration
 	}{
-		{"bmc-soft-off", "bmc-confirm-soft-off", s.ctl.SoftOff, e.r.cfg.Timeouts.BMCSoftOff},
-		{"bmc-hard-off", "bmc-confirm-hard-off", s.ctl.HardOff, e.r.cfg.Timeouts.BMCHardOff},
+		{store.OpBMCSoftOff, store.OpBMCConfirmSoftOff, s.ctl.SoftOff, e.r.cfg.Timeouts.BMCSoftOff},
+		{store.OpBMCHardOff, store.OpBMCConfirmHardOff, s.ctl.HardOff, e.r.cfg.Timeouts.BMCHardOff},
 	} {
 		if e.bmcPower(s.step, h, o.op, o.f, s.rec) {
 			switch s.await(o.confirm, o.timeout) {
@@ -135,7 +135,7 @@ func (s *selfPowerOff) run() bool {
 // connect and command timeouts bound it. It reports whether it was sent.
 func (s *selfPowerOff) ssh() bool {
 	e, h := s.e, s.h
-	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSSHPowerOff}
 	a, err := s.rec.begin(key, h.SSH.PoweroffCommand)
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -150,7 +150,7 @@ func (s *selfPowerOff) ssh() bool {
 		if a.ID != 0 {
 			s.rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		}
-		s.rec.event("warn", fmt.Sprintf("this machine (%s): SSH power-off failed", h.Name), err.Error())
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s): SSH power-off failed", h.Name), err.Error())
 		return false
 	}
 	if a.ID != 0 {
@@ -167,7 +167,7 @@ func (s *selfPowerOff) openBMC() {
 	}
 	c, err := s.e.r.deps.OpenBMC(s.e.ctx, s.h)
 	if err != nil {
-		s.rec.event("warn", fmt.Sprintf("this machine (%s): BMC unreachable", s.h.Name), err.Error())
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s): BMC unreachable", s.h.Name), err.Error())
 		return
 	}
 	s.ctl = &bmcLink{e: s.e, h: s.h, ctl: c}
@@ -177,7 +177,7 @@ func (s *selfPowerOff) openBMC() {
 // Off (confirmation op), or this service being stopped. Without a BMC
 // session only the latter can end it early; the wait is then recorded as
 // a host action of its own.
-func (s *selfPowerOff) await(op string, timeout time.Duration) selfWait {
+func (s *selfPowerOff) await(op store.Operation, timeout time.Duration) selfWait {
 	e := s.e
 	if s.ctl != nil {
 		if e.confirmOff(s.step, s.h, s.ctl, op, timeout, s.rec) {
@@ -188,7 +188,7 @@ func (s *selfPowerOff) await(op string, timeout time.Duration) selfWait {
 		}
 		return selfStillUp
 	}
-	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: "host", Target: s.h.Name, Operation: "await-down"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: store.TargetHost, Target: s.h.Name, Operation: store.OpAwaitDown}
 	a, err := s.rec.begin(key, fmt.Sprintf("waiting up to %s for this machine to go down", timeout))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -217,14 +217,14 @@ func (s *selfPowerOff) done(detail string) bool {
 		return store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not awaited: " + detail}
 	})
 	s.rec.finish(s.action.ID, store.ActionSucceeded, detail, "")
-	s.rec.event("info", fmt.Sprintf("this machine (%s) is going down", s.h.Name), detail)
+	s.rec.event(store.LevelInfo, fmt.Sprintf("this machine (%s) is going down", s.h.Name), detail)
 	return true
 }
 
 // failed records that this machine was not powered off, and why.
 func (s *selfPowerOff) failed(why string) bool {
 	s.rec.finish(s.action.ID, store.ActionFailed, "", why)
-	s.rec.event("error", fmt.Sprintf("this machine (%s) was not powered off; the service goes back to normal work", s.h.Name), why)
+	s.rec.event(store.LevelError, fmt.Sprintf("this machine (%s) was not powered off; the service goes back to normal work", s.h.Name), why)
 	return false
 }
 

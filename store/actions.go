@@ -26,14 +26,13 @@ func (s ActionState) Final() bool {
 
 // ActionKey names one operation on one target within a step; the same key
 // always finds the same row, which makes a resumed step idempotent.
-// TargetKind is one of "vm", "storage", "host", "bmc", "openstack".
 type ActionKey struct {
 	JobID      int64
 	StepID     int64
-	TargetKind string
+	TargetKind TargetKind
 	Target     string
 	TargetID   string
-	Operation  string
+	Operation  Operation
 }
 
 // Action is one operation on one target (a VM stop, a storage command, a
@@ -42,10 +41,10 @@ type Action struct {
 	ID         int64
 	JobID      int64
 	StepID     int64
-	TargetKind string
+	TargetKind TargetKind
 	Target     string
 	TargetID   string
-	Operation  string
+	Operation  Operation
 	State      ActionState
 	Attempts   int
 	Detail     string

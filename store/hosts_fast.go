@@ -15,7 +15,8 @@ type ActionBegin struct {
 
 // EventRecord is one event to append in a Batch.
 type EventRecord struct {
-	Level, Message, Detail string
+	Level           Level
+	Message, Detail string
 }
 
 // Batch is writes of one job that several goroutines asked for at about the

@@ -183,10 +183,10 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET error = ? WHERE id = ?`, msg, active.ID); err != nil {
 			return fmt.Errorf("mark job %d preempted: %w", active.ID, err)
 		}
-		if err := addEvent(ctx, tx, active.ID, now, "warn", msg, ""); err != nil {
+		if err := addEvent(ctx, tx, active.ID, now, LevelWarn, msg, ""); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, job.ID, now, "warn", newMsg, "")
+		return addEvent(ctx, tx, job.ID, now, LevelWarn, newMsg, "")
 	})
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create shutdown: %w", err)
@@ -226,7 +226,7 @@ func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, boot sql.NullString, 
 	if nj.ExpectedRecovery != nil {
 		detail += " expected_recovery=" + formatTime(*job.ExpectedRecovery)
 	}
-	if err := addEvent(ctx, tx, job.ID, now, "info", string(job.Kind)+" job created", detail); err != nil {
+	if err := addEvent(ctx, tx, job.ID, now, LevelInfo, string(job.Kind)+" job created", detail); err != nil {
 		return Job{}, err
 	}
 	return job, nil
@@ -347,7 +347,7 @@ func (s *Store) StartJob(ctx context.Context, id int64) error {
 			formatTime(now), s.bootID(), formatTime(now), id); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, id, now, "info", "job started", "")
+		return addEvent(ctx, tx, id, now, LevelInfo, "job started", "")
 	})
 	if err != nil {
 		return fmt.Errorf("start job %d: %w", id, err)
@@ -388,11 +388,11 @@ func (s *Store) FinishJob(ctx context.Context, id int64, state State, errMsg str
 			return err
 		}
 		done = true
-		level, msg := "info", "job "+string(state)
+		level, msg := LevelInfo, "job "+string(state)
 		if state != StateSucceeded {
-			level = "error"
+			level = LevelError
 			if state == StateCancelled {
-				level = "warn"
+				level = LevelWarn
 			}
 		}
 		return addEvent(ctx, tx, id, now, level, msg, errMsg)
@@ -429,14 +429,14 @@ func (s *Store) RequestCancel(ctx context.Context, id int64) (Job, error) {
 			if err := finishJobTx(ctx, tx, id, StateCancelled, "cancelled before start", now); err != nil {
 				return err
 			}
-			if err := addEvent(ctx, tx, id, now, "warn", "job cancelled before start", ""); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, "job cancelled before start", ""); err != nil {
 				return err
 			}
 		case StateRunning:
 			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET cancel_requested = 1 WHERE id = ?`, id); err != nil {
 				return err
 			}
-			if err := addEvent(ctx, tx, id, now, "warn", "cancel requested", "stops at the next safe point"); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, "cancel requested", "stops at the next safe point"); err != nil {
 				return err
 			}
 		}
@@ -473,7 +473,7 @@ func (s *Store) CloseOpenActionsOfFinalJobs(ctx context.Context) (int, error) {
 			}
 			k, _ := res.RowsAffected()
 			n += int(k)
-			if err := addEvent(ctx, tx, id, now, "warn", fmt.Sprintf("%d actions left open at the last stop closed", k), why); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, fmt.Sprintf("%d actions left open at the last stop closed", k), why); err != nil {
 				return err
 			}
 		}
@@ -527,7 +527,7 @@ func (s *Store) FailInterruptedSimulations(ctx context.Context) (int, error) {
 				WHERE job_id = ? AND state IN ('pending', 'running')`, msg, ts, ts, id); err != nil {
 				return fmt.Errorf("fail actions of job %d: %w", id, err)
 			}
-			if err := addEvent(ctx, tx, id, now, "error", "job failed", msg); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelError, "job failed", msg); err != nil {
 				return err
 			}
 		}

@@ -77,7 +77,7 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 	must(st.StartStep(ctx, stStep.ID))
 	for _, flag := range []string{"noout", "norecover", "norebalance", "nobackfill", "nodown", "pause"} {
 		a, err := beginAction(ctx, st, store.ActionKey{JobID: job.ID, StepID: stStep.ID, TargetKind: "storage",
-			Target: "storage-001", TargetID: "ceph osd set " + flag, Operation: "ceph-set-" + flag}, "")
+			Target: "storage-001", TargetID: "ceph osd set " + flag, Operation: store.Operation("ceph-set-" + flag)}, "")
 		must(err)
 		must(finishAction(ctx, st, a.ID, store.ActionSucceeded, "", ""))
 	}
@@ -112,10 +112,10 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 			i := from + k
 			powerOff, ssh := as[2*k], as[2*k+1]
 			must(finishAction(ctx, st, ssh.ID, store.ActionSucceeded, "sent: systemctl poweroff", ""))
-			key := func(op string) store.ActionKey {
+			key := func(op store.Operation) store.ActionKey {
 				return store.ActionKey{JobID: job.ID, StepID: hStep.ID, TargetKind: "bmc", Target: name, Operation: op}
 			}
-			step := func(op string, ok bool, msg string) {
+			step := func(op store.Operation, ok bool, msg string) {
 				a, err := beginAction(ctx, st, key(op), "")
 				must(err)
 				state := store.ActionSucceeded

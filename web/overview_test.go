@@ -15,7 +15,7 @@ import (
 func TestPowerFrom(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	a := func(kind, op string, state store.ActionState, errMsg string) store.Action {
+	a := func(kind store.TargetKind, op store.Operation, state store.ActionState, errMsg string) store.Action {
 		return store.Action{TargetKind: kind, Target: "c1", Operation: op, State: state, Error: errMsg, Detail: "", StartedAt: &at, FinishedAt: &at}
 	}
 	shutdown := store.Job{ID: 9, Kind: store.KindShutdown}
