@@ -84,6 +84,9 @@ func (c *Config) Describe(w io.Writer) {
 		warnings = append(warnings, "no host is marked self: the machine running shutdownd is not powered off by it")
 	}
 
+	p("")
+	c.PowerSource.DescribePower(p)
+
 	if len(c.Notify.Webhooks) > 0 {
 		p("")
 		p("Notifications")
