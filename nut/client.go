@@ -15,9 +15,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -140,6 +142,26 @@ func (c *Client) startTLS(ctx context.Context, cfg *tls.Config) error {
 	}
 	c.conn, c.r, c.tls = tc, bufio.NewReaderSize(tc, 4096), true
 	return nil
+}
+
+// TLSConfig is the TLS configuration for STARTTLS: TLS 1.2 or later, the
+// server's certificate verified against caFile when set, else against the
+// system's CAs.
+func TLSConfig(caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read NUT CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("read NUT CA file %s: no PEM certificate", caFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
 }
 
 // TLS reports whether the connection was upgraded with STARTTLS.

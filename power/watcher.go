@@ -20,11 +20,8 @@ package power
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -115,7 +112,7 @@ func New(o Options) (*Watcher, error) {
 	n := o.Config.NUT
 	opts := nut.Options{Address: n.Address, UPS: n.UPS, User: n.User, Password: string(n.Password), Timeout: n.Timeout}
 	if n.StartTLS {
-		cfg, err := tlsConfig(n.CAFile)
+		cfg, err := nut.TLSConfig(n.CAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -136,23 +133,6 @@ func NewWithReader(o Options, src Reader) *Watcher {
 	}
 	return &Watcher{cfg: o.Config, store: o.Store, forecast: o.Forecaster, runner: o.Runner, startup: o.Startup,
 		log: log.With("power_source", o.Config.Source()), src: src, source: o.Config.Source()}
-}
-
-func tlsConfig(caFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile == "" {
-		return cfg, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read NUT CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("read NUT CA file %s: no PEM certificate", caFile)
-	}
-	cfg.RootCAs = pool
-	return cfg, nil
 }
 
 // Run polls every poll_interval until ctx ends, then logs out.

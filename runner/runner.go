@@ -305,6 +305,9 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
+	if job.Kind == store.KindSimulation {
+		e.checkPowerSource()
+	}
 
 	steps := []struct {
 		name  string
