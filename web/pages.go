@@ -315,6 +315,7 @@ func (w *Web) loadLive(r *http.Request) (liveData, error) {
 			in.UPSEmpty = &empty
 		}
 	}
+	in.Power = w.powerEvents(r.Context(), rep.Job, now)
 	d.Chart = timeline.Build(in)
 	d.Chain, err = w.store.VerifyChain(r.Context(), id)
 	if err != nil {
