@@ -206,8 +206,10 @@ func (d *decoder) shutdownWhen(n *yaml.Node, path string, s *ShutdownWhen) {
 // durationOrZero reads a duration where 0 is meaningful ("0s": off, or no
 // margin); negative is still an error.
 func (d *decoder) durationOrZero(n *yaml.Node, path string) time.Duration {
-	if n.Kind == yaml.ScalarNode && (n.Value == "0" || n.Value == "0s") {
-		return 0
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		if v, err := time.ParseDuration(n.Value); err == nil && v == 0 {
+			return 0
+		}
 	}
 	v, _ := d.duration(n, path)
 	return v

@@ -54,7 +54,7 @@ func TestPowerSourceSection(t *testing.T) {
   nut: {address: "ups.example:4000", ups: rack, timeout: 2s}
   poll_interval: 1s
   on_battery_grace: 10s
-  shutdown_when: {runtime_margin: 0s, charge_below: 0, low_battery: false}
+  shutdown_when: {runtime_margin: 0m, charge_below: 0, low_battery: false}
   startup_after: 5m
   startup_min_charge: 80.5
 `)
