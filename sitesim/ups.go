@@ -2,6 +2,7 @@ package sitesim
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,6 +26,8 @@ type UPS struct {
 
 	password string
 	full     time.Duration // runtime at 100 %
+	tls      *tls.Config
+	certPEM  []byte
 	nut      net.Listener
 	ctl      *http.Server
 	ctlLn    net.Listener
@@ -46,7 +49,11 @@ const upsPassword = "sim-ups-secret-41c2"
 func StartUPS(name string, full time.Duration) (*UPS, error) {
 	u := &UPS{Name: name, User: "shutdownd", password: upsPassword, full: full, charge: 100, changed: time.Now(),
 		conns: map[net.Conn]struct{}{}}
-	var err error
+	cert, certPEM, err := selfSignedCert("sitesim-ups")
+	if err != nil {
+		return nil, fmt.Errorf("simulated UPS: %w", err)
+	}
+	u.tls, u.certPEM = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, certPEM
 	if u.nut, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("simulated UPS: %w", err)
 	}
@@ -76,6 +83,9 @@ func (u *UPS) Addr() string { return u.nut.Addr().String() }
 
 // ControlURL is the base URL of the plug control.
 func (u *UPS) ControlURL() string { return "http://" + u.ctlLn.Addr().String() }
+
+// CertPEM is the certificate STARTTLS presents (its own CA).
+func (u *UPS) CertPEM() []byte { return u.certPEM }
 
 // Password is what User logs in with.
 func (u *UPS) Password() string { return u.password }
@@ -187,6 +197,18 @@ func (u *UPS) session(c net.Conn) {
 		case "LOGOUT":
 			reply("OK Goodbye")
 			return
+		case "STARTTLS":
+			if !reply("OK STARTTLS") {
+				return
+			}
+			tc := tls.Server(c, u.tls)
+			_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			_ = tc.SetDeadline(time.Time{})
+			u.session(tc)
+			return
 		case "LIST":
 			ok = u.list(arg(1), arg(2), reply)
 		case "GET":
@@ -255,19 +277,25 @@ func (s *Site) startUPS() error {
 	if err := os.WriteFile(s.upsPasswordFile(), []byte(u.Password()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write ups password: %w", err)
 	}
+	if err := os.WriteFile(s.upsCAFile(), u.CertPEM(), 0o644); err != nil {
+		return fmt.Errorf("write ups ca: %w", err)
+	}
 	return nil
 }
 
+func (s *Site) upsCAFile() string { return filepath.Join(s.Opts.Dir, "nut-ca.pem") }
+
 func (s *Site) upsPasswordFile() string { return filepath.Join(s.Opts.Dir, "nut-password") }
 
-// upsConfig writes the power_source section for the simulated UPS: polled
-// every second, a 10 s grace, so a pulled plug ends in a shutdown within
-// seconds in the demo.
+// upsConfig writes the power_source section for the simulated UPS: over
+// STARTTLS, as a NUT server off the management host should be read, polled
+// every second with a 10 s grace, so a pulled plug ends in a shutdown
+// within seconds in the demo.
 func (s *Site) upsConfig(b *strings.Builder) {
 	if s.UPS == nil {
 		return
 	}
-	fmt.Fprintf(b, "power_source:\n  nut: {address: %q, ups: %s, user: %s, password_file: %q}\n",
-		s.UPS.Addr(), s.UPS.Name, s.UPS.User, s.upsPasswordFile())
+	fmt.Fprintf(b, "power_source:\n  nut: {address: %q, ups: %s, user: %s, password_file: %q, starttls: true, ca_file: %q}\n",
+		s.UPS.Addr(), s.UPS.Name, s.UPS.User, s.upsPasswordFile(), s.upsCAFile())
 	b.WriteString("  poll_interval: 1s\n  on_battery_grace: 10s\n  shutdown_when: {runtime_margin: 30s, charge_below: 30, low_battery: true}\n")
 }

@@ -157,7 +157,7 @@ API document: %[8]s/openapi.yaml
 `, d.Site.Nova.URL(), len(vms), len(d.Site.Opts.Projects), len(d.Site.Hosts), filepath.Join(d.dir, "shutdownd.yaml"), d.Config.Database, tok, url)
 	if u := d.Site.UPS; u != nil {
 		fmt.Fprintf(w, `
-Power cut: shutdownd watches a simulated UPS (NUT protocol, %[1]s, ups %[2]s).
+Power cut: shutdownd watches a simulated UPS (NUT protocol over STARTTLS, %[1]s, ups %[2]s).
   pull the plug:   curl -s -X POST %[3]s/unplug
   put it back:     curl -s -X POST %[3]s/plug
   what it decides: curl -s -H "auth-token: $TOKEN" %[4]s/power

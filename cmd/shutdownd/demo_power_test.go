@@ -29,7 +29,7 @@ func TestDemoPullThePlug(t *testing.T) {
 	}
 	t.Cleanup(d.Close)
 	ps := d.Config.PowerSource
-	if ps == nil || ps.NUT.Address != d.Site.UPS.Addr() || ps.NUT.User == "" {
+	if ps == nil || ps.NUT.Address != d.Site.UPS.Addr() || ps.NUT.User == "" || !ps.NUT.StartTLS || ps.NUT.CAFile == "" {
 		t.Fatalf("demo config power source: %+v", ps)
 	}
 	// The demo's timing, shortened for the test.
