@@ -70,3 +70,21 @@ func TestPowerEventsFor(t *testing.T) {
 		}
 	}
 }
+
+// upsNow is a power source with a fixed last reading, as the watcher would
+// report it: the page only formats it.
+type upsNow PowerReading
+
+func (u upsNow) PowerReading(context.Context) (PowerReading, bool) { return PowerReading(u), true }
+
+// TestHistoryShowsThePowerState: the history page says at the top whether
+// the site runs on battery, and how much runtime the UPS reports.
+func TestHistoryShowsThePowerState(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	e := newEnv(t, func(o *Options) {
+		o.Power = upsNow{Source: "nut/ups1@127.0.0.1:3493", OnBattery: true, Runtime: 4 * time.Minute, At: at}
+	})
+	_, body := e.get(t, e.loggedIn(t), "/history")
+	mustContain(t, body, `class="power-now"`, "On battery", "nut/ups1@127.0.0.1:3493", `datetime="2026-01-01T12:00:00Z"`)
+}
