@@ -51,12 +51,6 @@ type StartupStarter interface {
 	StartStartup(ctx context.Context, shutdownJob int64, reason string) (jobID int64, err error)
 }
 
-// Reader reads the UPS; *nut.Session is the one used outside tests of this
-// package's decisions.
-type Reader interface {
-	Read(ctx context.Context) (nut.Reading, error)
-	Close() error
-}
 
 // Options configures a Watcher.
 type Options struct {
@@ -77,7 +71,7 @@ type Watcher struct {
 	runner   Kicker
 	startup  StartupStarter
 	log      *slog.Logger
-	src      Reader
+	src      *nut.Session
 	source   string
 
 	mu sync.Mutex
@@ -122,17 +116,12 @@ func New(o Options) (*Watcher, error) {
 	// eight polls (and never more than 30 s), so that a NUT server that
 	// comes back is read again within seconds.
 	src := nut.NewSession(opts, o.Config.PollInterval, min(8*o.Config.PollInterval, 30*time.Second))
-	return NewWithReader(o, src), nil
-}
-
-// NewWithReader builds a watcher over any reader of the UPS.
-func NewWithReader(o Options, src Reader) *Watcher {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Watcher{cfg: o.Config, store: o.Store, forecast: o.Forecaster, runner: o.Runner, startup: o.Startup,
-		log: log.With("power_source", o.Config.Source()), src: src, source: o.Config.Source()}
+		log: log.With("power_source", o.Config.Source()), src: src, source: o.Config.Source()}, nil
 }
 
 // Run polls every poll_interval until ctx ends, then logs out.
