@@ -51,7 +51,6 @@ type StartupStarter interface {
 	StartStartup(ctx context.Context, shutdownJob int64, reason string) (jobID int64, err error)
 }
 
-
 // Options configures a Watcher.
 type Options struct {
 	Config     *config.PowerSource
