@@ -64,6 +64,7 @@ type Server struct {
 	upsd   *exec.Cmd
 	upsdOK chan struct{}
 	cert   string
+	mtime  time.Time // of the last definition file written
 	vars   map[string]string
 }
 
@@ -130,7 +131,9 @@ func (s *Server) write(name, content string) {
 }
 
 // writeDev replaces the definition file in one rename, so the driver never
-// reads half of it.
+// reads half of it. dummy-ups rereads the file when its modification time
+// changes, in whole seconds: two writes within one second would look like
+// one, so each write gets a modification time a second past the last.
 func (s *Server) writeDev() {
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(s.vars)) {
@@ -138,6 +141,12 @@ func (s *Server) writeDev() {
 	}
 	tmp := s.dev + ".tmp"
 	must(s.t, os.WriteFile(tmp, []byte(b.String()), 0o600))
+	mtime := time.Now().Truncate(time.Second)
+	if !mtime.After(s.mtime) {
+		mtime = s.mtime.Add(time.Second)
+	}
+	s.mtime = mtime
+	must(s.t, os.Chtimes(tmp, mtime, mtime))
 	must(s.t, os.Rename(tmp, s.dev))
 }
 
