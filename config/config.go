@@ -80,6 +80,8 @@ type Config struct {
 	// OwnHostKeys are this machine's SSH host keys, read at load (see
 	// Options.OwnHostKeys); empty when it has none.
 	OwnHostKeys []OwnKey
+	// PowerSource is the UPS watched through NUT; nil without one.
+	PowerSource *PowerSource
 }
 
 // TLS names the certificate and key for HTTPS; both empty means plain HTTP.

@@ -39,6 +39,7 @@ func FuzzParse(f *testing.F) {
 		base + "openstack: {cloud: edge, clouds_file: clouds.yaml, stop_timeout: 5m}\n",
 		base + "trusted_proxies: [10.0.0.0/8, 10.0.0.1/8, '::1', x]\n",
 		base + "storage: {type: ceph, admin_host: c1, hosts: [c1]}\nhost_order: [[c1]]\n",
+		base + "power_source: {nut: {address: a, ups: u, user: x, password_file: bmc-password}, shutdown_when: {charge_below: 30.5, runtime_margin: 0s}, startup_after: 5s}\n",
 		"a: &a [*a]\n", "hosts: [{name: c1, <<: {role: compute}}]\n", "{", "- - -\n", "\t", "---\n---\n",
 		"hosts:\n  - name: c1\n    role: compute\n    address: '[::1]:22'\n    bmc: {address: '::1', port: 70000}\n",
 	} {

@@ -25,6 +25,8 @@ func (c *Config) Describe(w io.Writer) {
 	c.describeStorage(p)
 	p("")
 	warnings = append(warnings, c.describeHosts(w, p)...)
+	p("")
+	c.PowerSource.DescribePower(p)
 	c.describeNotify(p)
 	if len(warnings) > 0 {
 		p("")

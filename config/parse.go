@@ -117,7 +117,7 @@ func ParseWith(data []byte, name string, opts Options) (*Config, error) {
 
 func (d *decoder) config(doc *yaml.Node, c *Config) {
 	m := d.mapping(doc, "", "listen", "tls", "database", "openstack", "storage", "ssh",
-		"bmc", "timeouts", "resume_window", "hosts", "host_order", "metrics", "notify", "trusted_proxies", "web")
+		"bmc", "timeouts", "resume_window", "hosts", "host_order", "metrics", "notify", "trusted_proxies", "web", "power_source")
 	if m == nil {
 		return
 	}
@@ -181,6 +181,10 @@ func (d *decoder) config(doc *yaml.Node, c *Config) {
 	}
 	if e, ok := m["web"]; ok {
 		d.web(e.val, c)
+	}
+	if e, ok := m["power_source"]; ok {
+		d.powerSource(e.val, c)
+		d.checkPowerSource(e.key, c.PowerSource)
 	}
 }
 

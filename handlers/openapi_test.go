@@ -364,7 +364,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	doc := loadAPIDoc(t)
 	e := newEnv(t, nil)
-	e.api.MountPlan(nil) // the program mounts /plan beside the routes
+	e.api.MountPlan(nil)  // the program mounts /plan beside the routes
+	e.api.MountPower(nil) // and /power
 	documented := map[string]bool{}
 	for _, op := range doc.operations(t) {
 		documented[op.method+" "+op.path] = true
@@ -579,6 +580,7 @@ func TestOpenAPIResponses(t *testing.T) {
 	simOnly := live.token("sim-only", []string{ScopeSimulate}, nil, nil)
 	resp, b = live.do(req{method: "GET", path: "/plan", token: simOnly})
 	wantStatus(c.verify("GET", "/plan", resp, b), CodeScopeNotGranted)
+	verifyPower(t, c, live, lsim, simOnly)
 
 	// Every documented response must have been exercised.
 	for _, op := range doc.operations(t) {
@@ -623,6 +625,7 @@ func newSimulatedSite(t *testing.T) *env {
 		o.Runner = rn
 	})
 	e.api.MountPlan(rn)
+	e.api.MountPower(nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

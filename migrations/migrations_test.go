@@ -53,6 +53,7 @@ func TestUpDownUp(t *testing.T) {
 	}
 	want := []string{"actions", "actions_job", "actions_key", "events", "events_append_only_delete",
 		"events_append_only_update", "events_hash_chain", "events_job_id", "jobs", "jobs_kind_id", "jobs_one_active",
+		"power_events", "power_events_append_only_delete", "power_events_append_only_update", "power_events_at",
 		"sessions", "sessions_expires", "steps", "token_generation", "tokens", "tokens_generation_delete",
 		"tokens_generation_insert", "tokens_generation_update"}
 

@@ -277,6 +277,9 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
+	if job.Kind == store.KindSimulation {
+		e.checkPowerSource()
+	}
 
 	if !e.runSteps(parent) || parent.Err() != nil {
 		return // service stopping; resume (shutdown) or fail (simulation) at next start

@@ -82,6 +82,10 @@ type Options struct {
 	StopTimeout, PollInterval                     time.Duration
 	HostOff, BMCSoftOff, BMCHardOff, BMCPollEvery time.Duration
 	Concurrency                                   int
+
+	// UPSRuntime, when set, starts a simulated UPS (see UPS) whose full
+	// battery lasts that long, and writes a power_source section for it.
+	UPSRuntime time.Duration
 }
 
 // DemoOptions is the demo's site: about 60 VMs in 3 projects, 6 hosts (3
@@ -135,6 +139,8 @@ type Site struct {
 	Opts  Options
 	Nova  *Nova
 	Hosts []*SiteHost
+	// UPS is the simulated UPS; nil without Options.UPSRuntime.
+	UPS *UPS
 
 	// File paths written into Dir.
 	CloudsFile, KeyFile, KnownHostsFile, PasswordFile string
@@ -229,6 +235,9 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 	}
 	if err := os.WriteFile(s.CloudsFile, []byte(clouds), 0o600); err != nil {
 		return nil, fmt.Errorf("write clouds.yaml: %w", err)
+	}
+	if err := s.startUPS(); err != nil {
+		return nil, err
 	}
 	ok = true
 	return s, ctx.Err()
@@ -328,6 +337,7 @@ func (s *Site) Config(listen, database string) string {
 			fmt.Fprintf(&b, "    bmc: {address: %q, port: %d, ca_file: %q}\n", h.BMC.Host(), h.BMC.Port(), s.caFile(h.Spec.Name))
 		}
 	}
+	s.upsConfig(&b)
 	return b.String()
 }
 
@@ -353,5 +363,8 @@ func (s *Site) Close() {
 	}
 	if s.Nova != nil {
 		s.Nova.Close()
+	}
+	if s.UPS != nil {
+		s.UPS.Close()
 	}
 }

@@ -171,6 +171,9 @@ type historyData struct {
 	Older   int64 // before= of the next page, 0 when none
 	Newer   bool  // not the first page
 	Missing string
+	// Power is the power source's last reading, shown at the top; nil
+	// without a power source or before its first reading.
+	Power *PowerReading
 }
 
 func (w *Web) handleHistory(rw http.ResponseWriter, r *http.Request) {
@@ -189,6 +192,11 @@ func (w *Web) handleHistory(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := historyData{base: w.base(r, "Job history"), Newer: before > 0}
+	if w.power != nil {
+		if p, ok := w.power.PowerReading(r.Context()); ok {
+			d.Power = &p
+		}
+	}
 	if len(sums) > w.pageSize {
 		sums = sums[:w.pageSize]
 		d.Older = sums[len(sums)-1].ID
@@ -315,6 +323,7 @@ func (w *Web) loadLive(r *http.Request) (liveData, error) {
 			in.UPSEmpty = &empty
 		}
 	}
+	in.Power = w.powerEvents(r.Context(), rep.Job, now)
 	d.Chart = timeline.Build(in)
 	d.Chain, err = w.store.VerifyChain(r.Context(), id)
 	if err != nil {

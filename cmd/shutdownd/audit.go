@@ -17,12 +17,13 @@ import (
 )
 
 // cmdAudit runs the post-incident reports over the store: jobs, job ID (its
-// timeline), failures, verify (the event hash chains). The database is
+// timeline), failures, verify (the event hash chains), power (the power
+// source's events). The database is
 // opened read-only (store.OpenReadOnly), never migrated, so an audit never
 // changes the record and works while the service runs.
 func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"audit: expected jobs, job ID, failures or verify"}
+		return usageError{"audit: expected jobs, job ID, failures, verify or power"}
 	}
 	report, rest := args[0], args[1:]
 	fs := newFlags("audit "+report, stderr)
@@ -77,8 +78,10 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return auditFailures(ctx, st, filter, *format, stdout)
 	case "verify":
 		return auditVerify(ctx, st, *format, stdout)
+	case "power":
+		return auditPower(ctx, st, *limit, *format, stdout)
 	}
-	return usageError{fmt.Sprintf("audit: unknown report %q (want jobs, job, failures or verify)", report)}
+	return usageError{fmt.Sprintf("audit: unknown report %q (want jobs, job, failures, verify or power)", report)}
 }
 
 func at(t *time.Time) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/sitesim"
@@ -94,7 +95,9 @@ func cmdDemo(ctx context.Context, args []string, logger *slog.Logger, stdout, st
 	if !loopback(*listen) {
 		return usageError{fmt.Sprintf("demo: --listen %s: the demo only listens on 127.0.0.1", *listen)}
 	}
-	d, err := startDemo(ctx, *listen, *database, nil)
+	// The demo site has a UPS: pulling its plug is how a newcomer sees a
+	// power cut end in a shutdown (printDemo says how).
+	d, err := startDemo(ctx, *listen, *database, func(o *sitesim.Options) { o.UPSRuntime = demoUPSRuntime })
 	if err != nil {
 		return err
 	}
@@ -122,6 +125,11 @@ func loopback(addr string) bool {
 	return host == "127.0.0.1" || host == "localhost" || host == "::1" || strings.HasPrefix(host, "127.")
 }
 
+// demoUPSRuntime is the simulated UPS's runtime on a full battery: below
+// the demo site's forecast before any shutdown was measured, so a pulled
+// plug starts the shutdown as soon as the 10 s grace has passed.
+const demoUPSRuntime = 5 * time.Minute
+
 func printDemo(w io.Writer, url, tok string, d *demoSetup) {
 	vms := d.Site.Nova.Servers()
 	fmt.Fprintf(w, `shutdownd demo: a simulated site on 127.0.0.1 (nothing real is ever powered off)
@@ -146,7 +154,18 @@ Try:
 In a browser: %[8]s/ (the site overview; log in with the token above), job history at %[8]s/history
 Metrics: curl -s -H "auth-token: $TOKEN" %[8]s/metrics
 API document: %[8]s/openapi.yaml
-
-Press Ctrl-C to stop.
 `, d.Site.Nova.URL(), len(vms), len(d.Site.Opts.Projects), len(d.Site.Hosts), filepath.Join(d.dir, "shutdownd.yaml"), d.Config.Database, tok, url)
+	if u := d.Site.UPS; u != nil {
+		fmt.Fprintf(w, `
+Power cut: shutdownd watches a simulated UPS (NUT protocol over STARTTLS, %[1]s, ups %[2]s).
+  pull the plug:   curl -s -X POST %[3]s/unplug
+  put it back:     curl -s -X POST %[3]s/plug
+  what it decides: curl -s -H "auth-token: $TOKEN" %[4]s/power
+  Back within 10 s: a blip, nothing happens. On battery longer, a shutdown
+  starts when the runtime is below the forecast plus 30 s (at once on a
+  fresh database), the charge below 30%%, or the UPS flags low battery.
+  The power events: shutdownd audit power --database %[5]s
+`, u.Addr(), u.Name, u.ControlURL(), url, d.Config.Database)
+	}
+	fmt.Fprintln(w, "\nPress Ctrl-C to stop.")
 }

@@ -155,7 +155,7 @@ Examples:
   shutdownd migrate status --config /etc/shutdownd/shutdownd.yaml
   shutdownd migrate up --database /var/lib/shutdownd/shutdownd.db
 `,
-	"audit": `Usage: shutdownd audit jobs|job ID|failures|verify [flags]
+	"audit": `Usage: shutdownd audit jobs|job ID|failures|verify|power [flags]
 
 Post-incident reports over the store. The database is opened read-only and
 never migrated: an audit never changes the record and works while the
@@ -164,6 +164,8 @@ service runs. Reports:
   job ID               one job's timeline: steps, every target action, events
   failures             every failed target action, with its error
   verify               check each job's event hash chain (tampering shows)
+  power                power events newest first: mains lost and back, NUT
+                       server lost and back, jobs the power source started
 
 Examples:
   shutdownd audit jobs --config /etc/shutdownd/shutdownd.yaml --kind shutdown
@@ -206,6 +208,15 @@ broken. Read-only.
 
 Examples:
   shutdownd audit verify --database /var/lib/shutdownd/shutdownd.db
+`,
+	"audit power": `Usage: shutdownd audit power [--limit N] [--format table|json|csv]
+
+The power source watcher's events, newest first: the mains lost and back,
+the NUT server lost and back, and the jobs it started, each with the UPS
+reading (status, charge, runtime) that went with it. Read-only.
+
+Examples:
+  shutdownd audit power --config /etc/shutdownd/shutdownd.yaml --limit 20
 `,
 	"client": `Usage: shutdownd client ACTION [flags]
 

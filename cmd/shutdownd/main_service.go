@@ -15,6 +15,7 @@ import (
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/metrics"
 	"github.com/edgeops/shutdownd/notify"
+	"github.com/edgeops/shutdownd/power"
 	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -33,6 +34,8 @@ type Main struct {
 	// Metrics and Notifier observe the runner (see observer in wire.go).
 	Metrics  *metrics.Metrics
 	Notifier *notify.Notifier
+	// Power is the power source watcher; nil without power_source.
+	Power *power.Watcher
 
 	// readHeaderTimeout overrides how long a client may take to send its
 	// request headers (default 10 s); tests shorten it.
@@ -116,6 +119,7 @@ func (m *Main) Run(ctx context.Context) error {
 			m.Logger.Error("runner stopped", "err", err)
 		}
 	}()
+	m.startPower(rctx)
 	go func() {
 		defer m.wg.Done()
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

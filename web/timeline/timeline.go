@@ -67,6 +67,10 @@ type Input struct {
 	// UPSEmpty is when the UPS battery was expected to run out, when a
 	// power source said so (nil: no power source, or no reading).
 	UPSEmpty *time.Time
+	// Power are the power source's events to mark on the chart (see
+	// PowerEventsFor): the mains lost that led to the job, and what the
+	// power source saw while it ran.
+	Power []store.PowerEvent
 }
 
 // Chart is a laid-out timeline.
@@ -272,6 +276,69 @@ func (c *Chart) addLines(in Input) {
 	}
 	add("deadline", "deadline", in.Job.Deadline)
 	add("ups", "UPS empty", in.UPSEmpty)
+	for _, e := range in.Power {
+		at := e.At
+		add("power", powerName(e.Kind), &at)
+		l := &c.Lines[len(c.Lines)-1]
+		l.Title += ": " + e.Detail
+		if e.Status != "" {
+			l.Title += " (ups.status " + e.Status + ")"
+		}
+	}
+}
+
+// LineKinds are the kinds of the chart's lines, each once, for the legend.
+func (c Chart) LineKinds() []string {
+	var out []string
+	for _, l := range c.Lines {
+		if !slices.Contains(out, l.Kind) {
+			out = append(out, l.Kind)
+		}
+	}
+	return out
+}
+
+// powerName labels a power event's line.
+func powerName(k store.PowerEventKind) string {
+	switch k {
+	case store.PowerOnBattery:
+		return "mains lost"
+	case store.PowerOnMains:
+		return "mains back"
+	case store.PowerConnectionLost:
+		return "NUT lost"
+	case store.PowerConnectionBack:
+		return "NUT back"
+	case store.PowerShutdown:
+		return "power source: shutdown"
+	case store.PowerStartup:
+		return "power source: startup"
+	}
+	return string(k)
+}
+
+// PowerEventsFor picks, from power events newest first, those a job's
+// chart marks: every event from the job's creation to its end (or now),
+// and the last loss of the mains before it, when the mains had not come
+// back by then (the outage that led to the job).
+func PowerEventsFor(j store.Job, evs []store.PowerEvent, now time.Time) []store.PowerEvent {
+	end := now
+	if j.FinishedAt != nil {
+		end = *j.FinishedAt
+	}
+	var out []store.PowerEvent
+	for _, e := range evs {
+		switch {
+		case e.At.After(end):
+		case !e.At.Before(j.CreatedAt):
+			out = append(out, e)
+		case e.Kind == store.PowerOnMains:
+			return out // the mains were back before the job: no outage led to it
+		case e.Kind == store.PowerOnBattery:
+			return append(out, e)
+		}
+	}
+	return out
 }
 
 // anchor keeps a label near an edge inside the chart.
