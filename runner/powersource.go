@@ -8,26 +8,49 @@ import (
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/nut"
+	"github.com/edgeops/shutdownd/store"
 )
 
-// checkPowerSource is the simulation's check of the power source (SPEC
-// section 7): connect to the NUT server, log in as configured, read the
-// UPS, and report what it read as an event of the job. A NUT server that
-// cannot be read fails the simulation, since the watcher could not see an
-// outage either. It is an event, not a target action, because the actions
-// table's target kinds are fixed by its schema.
+// StepPowerSource is the simulation's check of the power source, a step of
+// its own before the others (seq 0), so that the job's result, read from
+// the store, counts it like any other step.
+const StepPowerSource = "power-source"
+
+// checkPowerSource is the simulation's check of the power source: connect
+// to the NUT server, log in as configured, read the UPS, and report what it
+// read. A NUT server that cannot be read fails the step, and so the
+// simulation, since the watcher could not see an outage either. It is a
+// step, not a target action, because the actions table's target kinds are
+// fixed by its schema.
 func (e *exec) checkPowerSource() {
 	ps := e.r.cfg.PowerSource
 	if ps == nil {
 		return
 	}
-	text, err := readPowerSource(e.ctx, ps)
+	st, err := e.jr.EnsureStep(e.db(), 0, StepPowerSource)
 	if err != nil {
-		e.fail("power source %s: %v", ps.Source(), err)
-		e.event("error", "check power source "+ps.Source()+": failed", err.Error())
+		e.log.Error("ensure step", "step", StepPowerSource, "err", err)
+		e.event(store.LevelError, "check power source "+ps.Source()+": not recorded", err.Error())
 		return
 	}
-	e.event("info", "check power source "+ps.Source()+": ok", text)
+	if st.State.Final() {
+		return
+	}
+	if err := e.jr.StartStep(st.ID); err != nil {
+		e.log.Error("start step", "step", StepPowerSource, "err", err)
+	}
+	state, text, msg := store.StepSucceeded, "", ""
+	if text, err = readPowerSource(e.ctx, ps); err != nil {
+		state, msg = store.StepFailed, fmt.Sprintf("power source %s: %v", ps.Source(), err)
+	}
+	if err := e.jr.FinishStep(st.ID, state, text, msg); err != nil {
+		e.log.Error("finish step", "step", StepPowerSource, "err", err)
+	}
+	if state == store.StepFailed {
+		e.event(store.LevelError, "check power source "+ps.Source()+": failed", msg)
+		return
+	}
+	e.event(store.LevelInfo, "check power source "+ps.Source()+": ok", text)
 }
 
 // readPowerSource reads the UPS once, as the watcher would, and describes
