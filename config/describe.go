@@ -84,6 +84,8 @@ func (c *Config) Describe(w io.Writer) {
 		warnings = append(warnings, "no host is marked self: the machine running shutdownd is not powered off by it")
 	}
 
+	c.describeStartup(p)
+
 	if len(c.Notify.Webhooks) > 0 {
 		p("")
 		p("Notifications")

@@ -149,7 +149,7 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 	if !ok {
 		return
 	}
-	m := d.mapping(se.val, "storage", "type", "admin_host", "hosts", "commands", "health_command")
+	m := d.mapping(se.val, "storage", "type", "admin_host", "hosts", "commands", "health_command", "startup_commands")
 	if m == nil {
 		return // not a mapping: reported
 	}
@@ -183,9 +183,9 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 	}
 	switch typ {
 	case StorageNone:
-		unused("admin_host", "hosts", "commands", "health_command")
+		unused("admin_host", "hosts", "commands", "health_command", "startup_commands")
 	case StorageCeph:
-		unused("commands")
+		unused("commands", "startup_commands")
 		if _, ok := m["admin_host"]; !ok {
 			d.fail(se.key, "storage.admin_host", "required with type ceph (the host that sets the OSD flags)")
 		}
@@ -217,6 +217,7 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 		}
 	case StorageCommands:
 		unused("hosts")
+		d.startupCommands(m, c)
 		if s.HealthCommand != "" && s.AdminHost == "" {
 			if _, ok := m["admin_host"]; !ok {
 				d.fail(m["health_command"].key, "storage.health_command", "needs storage.admin_host, the host it runs on")
