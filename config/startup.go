@@ -19,8 +19,11 @@ const CephStartCommand = "systemctl start ceph.target"
 // CephOSDStatCommand reads how many OSDs are up, in JSON.
 const CephOSDStatCommand = "ceph osd stat -f json"
 
+// cephUnsetPrefix starts every flag-unset command; Operation recognises it.
+const cephUnsetPrefix = "ceph osd unset "
+
 // CephUnsetCommand is the command that unsets one OSD flag.
-func CephUnsetCommand(flag string) string { return "ceph osd unset " + flag }
+func CephUnsetCommand(flag string) string { return cephUnsetPrefix + flag }
 
 // CephEarlyUnset are the flags a startup unsets before it starts the OSDs:
 // pause, so client I/O can run, and nodown, because while it is set an OSD

@@ -306,14 +306,13 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
 
-	steps := []struct {
-		name  string
-		title string
-		run   func(*exec, store.Step) (store.StepState, string, error)
-	}{
+	steps := []jobStep{
 		{StepOpenStack, "OpenStack VMs", (*exec).openstackStep},
 		{StepStorage, "storage", (*exec).storageStep},
 		{StepHosts, "hosts", (*exec).hostsStep},
+	}
+	if job.Kind == store.KindStartup {
+		steps = startupSteps
 	}
 	for i, s := range steps {
 		if e.stopping() {

@@ -105,6 +105,8 @@ func DemoOptions(dir string) Options {
 		PowerOffDelay: 1500 * time.Millisecond,
 		SoftOffDelay:  time.Second,
 		SSHLatency:    50 * time.Millisecond,
+		BootDelay:     3 * time.Second,
+		OSDStartDelay: time.Second,
 		Storage:       "ceph",
 		Seed:          1,
 		StopTimeout:   2 * time.Minute,

@@ -212,6 +212,7 @@ Examples:
 Talk to a running shutdownd over its HTTP API. Actions:
   simulate [--reason R] [--wait]      start a simulation (checks everything, stops nothing)
   shutdown [--reason R] [--wait]      start the shutdown of the site
+  startup [--shutdown-job N] [--wait] bring the site back after a shutdown
   status                              latest simulation and shutdown
   jobs [--kind K] [--limit N]         recent jobs
   job ID [--wait]                     one job: steps, failed actions, events
@@ -240,6 +241,17 @@ Start the shutdown of the site (or point at the one already running).
 ` + clientCommon + `
 Examples:
   shutdownd client shutdown --token-file /etc/ups/shutdownd-token --reason "on battery, 5 min left" --wait
+`,
+	"client startup": `Usage: shutdownd client startup [--shutdown-job N] [--reason R] [--wait]
+
+Bring the site back after a shutdown: hosts powered on in the reverse of the
+shutdown order, storage started, and exactly the VMs that shutdown stopped
+started again. Restores the latest shutdown unless --shutdown-job names one.
+Needs a token with the startup scope.
+` + clientCommon + `
+Examples:
+  shutdownd client startup --token-file /etc/shutdownd/ops-token --reason "mains back" --wait
+  shutdownd client startup --shutdown-job 42 --wait
 `,
 	"client status": `Usage: shutdownd client status
 
