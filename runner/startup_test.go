@@ -2,11 +2,19 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/notify"
+	"github.com/edgeops/shutdownd/runner"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
 )
@@ -85,7 +93,10 @@ func (f *fixture) createStartup(kick func()) store.Job {
 func TestStartupBringsBackExactlyWhatTheShutdownStopped(t *testing.T) {
 	t.Parallel()
 	f := startupFixture(t, nil)
-	r, stop := f.start()
+	hooks := newHookSink(t)
+	n := notify.New(notify.Options{Webhooks: []config.Webhook{{URL: hooks.srv.URL}}, Store: f.store})
+	defer n.Close()
+	r, stop := f.startWith(runner.Options{Observer: n})
 	defer stop()
 	f.shutdownSite(r.Kick)
 	su := f.createStartup(r.Kick)
@@ -160,6 +171,42 @@ func TestStartupBringsBackExactlyWhatTheShutdownStopped(t *testing.T) {
 	if want := []string{"hosts succeeded", "storage succeeded", "openstack succeeded"}; !slices.Equal(names, want) {
 		t.Errorf("steps %v, want %v", names, want)
 	}
+	// Webhooks say which kind of job started and ended.
+	f.waitFor("job.finished of the startup notified", 30*time.Second, func() bool {
+		return hooks.has("job.finished", "startup", su.ID)
+	})
+	if !hooks.has("job.started", "startup", su.ID) {
+		t.Error("no job.started webhook with kind startup")
+	}
+}
+
+// hookSink is a webhook receiver that keeps (event, kind, job id) of every
+// notification.
+type hookSink struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	got []string
+}
+
+func newHookSink(t *testing.T) *hookSink {
+	h := &hookSink{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p notify.Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err == nil {
+			h.mu.Lock()
+			h.got = append(h.got, fmt.Sprintf("%s %s %d", p.Event, p.Job.Kind, p.Job.ID))
+			h.mu.Unlock()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hookSink) has(event, kind string, id int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Contains(h.got, fmt.Sprintf("%s %s %d", event, kind, id))
 }
 
 // TestStartupWithAComputeBMCDown: a compute host whose BMC does not answer
