@@ -28,15 +28,14 @@ var startupSteps = []jobStep{
 
 // Action operations of a startup, as stored in actions.operation.
 const (
-	opPowerOn        = "power-on"        // a host, from BMC power-on to SSH answering
-	opBMCPowerState  = "bmc-power-state" // the power state read before deciding
-	opBMCPowerOn     = "bmc-power-on"    // the BMC power-on request
-	opCephWaitOSDs   = "ceph-wait-osds"  // waiting until every OSD is up
-	opComputeWait    = "compute-wait"    // waiting for Keystone, Nova and nova-compute
-	opOSStart        = "os-start"        // one VM
-	novaPoweringOn   = "powering-on"     // Nova's task_state after os-start
-	serviceStateUp   = "up"
-	hostsStepMissing = "the hosts step has no record"
+	opPowerOn       = "power-on"        // a host, from BMC power-on to SSH answering
+	opBMCPowerState = "bmc-power-state" // the power state read before deciding
+	opBMCPowerOn    = "bmc-power-on"    // the BMC power-on request
+	opCephWaitOSDs  = "ceph-wait-osds"  // waiting until every OSD is up
+	opComputeWait   = "compute-wait"    // waiting for Keystone, Nova and nova-compute
+	opOSStart       = "os-start"        // one VM
+	novaPoweringOn  = "powering-on"     // Nova's task_state after os-start
+	serviceStateUp  = "up"              // a nova-compute service Nova hears from
 )
 
 // hostsNotBack returns the hosts whose power-on this startup recorded as

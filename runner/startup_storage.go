@@ -2,6 +2,7 @@ package runner
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -146,7 +147,7 @@ func (e *exec) cephNotReady(detail string, err error) (store.StepState, string, 
 	if e.ctx.Err() != nil {
 		return store.StepCancelled, detail, e.ctx.Err()
 	}
-	if err == errCancelled {
+	if errors.Is(err, errCancelled) {
 		return store.StepCancelled, detail, err
 	}
 	msg := fmt.Sprintf("%v; %v left set", err, config.CephLateUnset)

@@ -302,3 +302,27 @@ func TestShutdownPreemptsStartupDuringTheHostStep(t *testing.T) {
 		}
 	}
 }
+
+// TestStartupFromAnotherBootIsNotResumed: a startup interrupted in one boot
+// of the management machine is not resumed in the next, as a shutdown is
+// not: whoever rebooted it may have finished bringing the site back by
+// hand. The job fails, says why, and no BMC or host hears from it again.
+func TestStartupFromAnotherBootIsNotResumed(t *testing.T) {
+	f := startupFixture(t, nil)
+	bootA := bootFile(t, "boot-a")
+	r, stop := f.startWith(runner.Options{BootIDFile: bootA})
+	f.shutdownSite(r.Kick)
+	f.site.Host("control-01").Machine.SetBootDelay(time.Hour)
+	su := f.createStartup(r.Kick)
+	f.waitFor("control-01 powered on", 30*time.Second, func() bool {
+		return f.site.Host("control-01").Machine.State() == sitesim.PowerOn
+	})
+	stop()
+	if j := f.job(su.ID); j.State != store.StateRunning {
+		t.Fatalf("after the service stopped the startup is %s, want running", j.State)
+	}
+	restartNotResumed(f, f.job(su.ID), trafficOf(f.site), bootFile(t, "boot-b"), "the machine rebooted")
+	if f.site.Host("storage-01").Machine.State() != sitesim.PowerOff {
+		t.Error("storage-01 powered on by a startup that was not resumed")
+	}
+}

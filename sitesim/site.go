@@ -41,6 +41,8 @@ type HostSpec struct {
 	// PowerOffDelay overrides Options.PowerOffDelay for this host, so a
 	// benchmark site can have hosts that take different times to go down.
 	PowerOffDelay time.Duration
+	// BootDelay overrides Options.BootDelay for this host.
+	BootDelay time.Duration
 }
 
 // Options shape a simulated site: its size, its latencies and its faults.
@@ -275,7 +277,7 @@ func placeVMs(vms []VM, hosts []HostSpec) []VM {
 // delay, its nova-compute service (a compute host) and its OSDs (a storage
 // host).
 func (s *Site) wireHost(h *SiteHost) {
-	h.Machine.SetBootDelay(s.Opts.BootDelay)
+	h.Machine.SetBootDelay(cmp.Or(h.Spec.BootDelay, s.Opts.BootDelay))
 	switch h.Spec.Role {
 	case "compute":
 		m, name := h.Machine, h.Spec.Name
