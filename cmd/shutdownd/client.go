@@ -307,21 +307,23 @@ func (c *apiClient) status(ctx context.Context, o clientOpts, stdout io.Writer) 
 		JobID       int64  `json:"job_id"`
 		State       string `json:"state"`
 	}
-	var sim, shut json.RawMessage
-	if _, err := c.call(ctx, http.MethodGet, "/simulate/status", nil, &sim); err != nil {
-		return err
-	}
-	if _, err := c.call(ctx, http.MethodGet, "/shutdown/status", nil, &shut); err != nil {
-		return err
+	var sim, shut, up json.RawMessage
+	for _, q := range []struct {
+		path string
+		dst  *json.RawMessage
+	}{{"/simulate/status", &sim}, {"/shutdown/status", &shut}, {"/startup/status", &up}} {
+		if _, err := c.call(ctx, http.MethodGet, q.path, nil, q.dst); err != nil {
+			return err
+		}
 	}
 	if o.asJSON {
-		fmt.Fprintf(stdout, "{\"simulation\":%s,\"shutdown\":%s}\n", sim, shut)
+		fmt.Fprintf(stdout, "{\"simulation\":%s,\"shutdown\":%s,\"startup\":%s}\n", sim, shut, up)
 		return nil
 	}
 	for _, k := range []struct {
 		name string
 		raw  json.RawMessage
-	}{{"simulation", sim}, {"shutdown", shut}} {
+	}{{"simulation", sim}, {"shutdown", shut}, {"startup", up}} {
 		var s status
 		if err := json.Unmarshal(k.raw, &s); err != nil {
 			return fmt.Errorf("decode %s status: %w", k.name, err)

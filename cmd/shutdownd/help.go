@@ -213,7 +213,7 @@ Talk to a running shutdownd over its HTTP API. Actions:
   simulate [--reason R] [--wait]      start a simulation (checks everything, stops nothing)
   shutdown [--reason R] [--wait]      start the shutdown of the site
   startup [--shutdown-job N] [--wait] bring the site back after a shutdown
-  status                              latest simulation and shutdown
+  status                              latest simulation, shutdown and startup
   jobs [--kind K] [--limit N]         recent jobs
   job ID [--wait]                     one job: steps, failed actions, events
   cancel ID [--wait]                  cancel a job at its next safe point
@@ -255,7 +255,7 @@ Examples:
 `,
 	"client status": `Usage: shutdownd client status
 
-Show the latest simulation and the latest shutdown.
+Show the latest simulation, the latest shutdown and the latest startup.
 ` + clientCommon + `
 Examples:
   shutdownd client status --token-file ./token
