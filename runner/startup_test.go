@@ -326,3 +326,39 @@ func TestStartupFromAnotherBootIsNotResumed(t *testing.T) {
 		t.Error("storage-01 powered on by a startup that was not resumed")
 	}
 }
+
+// TestStartupWhenOpenStackDoesNotAnswer: the hosts and storage come back,
+// and every VM the shutdown stopped is recorded failed by name, with why,
+// once host_boot has passed without Keystone accepting a login.
+func TestStartupWhenOpenStackDoesNotAnswer(t *testing.T) {
+	t.Parallel()
+	f := startupFixture(t, func(o *sitesim.Options) { o.HostBoot = 2 * time.Second })
+	r, stop := f.start()
+	defer stop()
+	f.shutdownSite(r.Kick)
+	f.site.Nova.SetPassword("rotated-meanwhile")
+	su := f.createStartup(r.Kick)
+	j := f.awaitJob(su.ID)
+	if j.State != store.StateFailed || !strings.Contains(j.Error, "web-1") {
+		t.Fatalf("startup %s %q, want failed naming the VMs", j.State, j.Error)
+	}
+	as, err := f.store.Actions(context.Background(), su.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, a := range as {
+		if a.Operation == "os-start" {
+			if a.State != store.ActionFailed || !strings.Contains(a.Error, "OpenStack not answering") {
+				t.Errorf("%s: %s %q", a.Target, a.State, a.Error)
+			}
+			failed++
+		}
+	}
+	if failed != 6 { // web-1, web-2, db-1, db-2, broken, api-1
+		t.Errorf("%d VMs recorded failed, want the 6 the shutdown stopped", failed)
+	}
+	if f.site.Nova.StartRequests() != 0 || !f.site.Host("compute-03").Machine.Ready() || len(f.site.Ceph.Flags()) != 0 {
+		t.Error("want no os-start, the hosts back and Ceph unfrozen")
+	}
+}

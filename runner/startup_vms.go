@@ -42,8 +42,15 @@ func (e *exec) startVMsStep(step store.Step) (store.StepState, string, error) {
 		return store.StepCancelled, "", err
 	}
 	if err != nil {
-		for _, v := range want {
-			e.fail("vm %s (%s): not started: %v", v.Name, v.ID, err)
+		recs := make([]store.ActionRecord, len(want))
+		for i, v := range want {
+			msg := "not started: " + err.Error()
+			recs[i] = store.ActionRecord{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "vm",
+				Target: v.Name, TargetID: v.ID, Operation: opOSStart}, State: store.ActionFailed, Error: msg}
+			e.fail("vm %s (%s): %s", v.Name, v.ID, msg)
+		}
+		if rerr := e.jr.Record(recs); rerr != nil {
+			e.log.Error("record vm actions", "err", rerr)
 		}
 		return store.StepFailed, "", err
 	}
