@@ -19,7 +19,7 @@ TOOLS    := /usr/sbin/sshd:openssh-server /usr/bin/ipmitool:ipmitool /usr/bin/ip
 
 export CGO_ENABLED = 0
 
-.PHONY: all build demo test test-short test-integration bench deps tools vet fmt clean fuzz
+.PHONY: all build demo test test-integration bench deps tools vet fmt clean fuzz
 
 all: build
 
@@ -77,9 +77,6 @@ fuzz: deps
 		out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${n}x -timeout 5m $$p 2>&1) || \
 		{ echo "$$out" | tail -40; exit 1; }; \
 	done
-
-test-short: deps vet
-	CGO_ENABLED=1 $(GO) test -race -short -count=1 ./...
 
 test-integration: deps tools
 	CGO_ENABLED=1 $(GO) test -race -count=1 -run Integration ./...

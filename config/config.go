@@ -1,5 +1,5 @@
 // Package config loads and validates shutdownd's YAML configuration
-// (SPEC.md section 5).
+// (described in the README's Configuration section).
 //
 // The file is read into a yaml.Node tree first, so that every problem can be
 // reported as "FILE:LINE: field.path: reason". All problems are collected
@@ -7,7 +7,7 @@
 // go instead of restarting once per mistake: a site that loses power is no
 // time to discover a typo.
 //
-// Decisions where SPEC.md is silent:
+// Decisions where the product contract is silent:
 //   - An SSH address without a port gets ":22" appended.
 //   - A BMC address is a host name or IP only; its port is the separate
 //     port field (default 623 for ipmi, 443 for redfish).
@@ -333,16 +333,15 @@ func (c *Config) HostGroups() [][]Host {
 	return groups
 }
 
-// SelfHosts returns the host running shutdownd (validation allows at most
-// one), which is powered off after everything else.
-func (c *Config) SelfHosts() []Host {
-	var out []Host
-	for _, h := range c.Hosts {
-		if h.Self {
-			out = append(out, h)
-		}
+// Self returns the host running shutdownd, which is powered off after
+// everything else; ok is false when no host is marked self. Validation
+// refuses a second one.
+func (c *Config) Self() (h Host, ok bool) {
+	i := slices.IndexFunc(c.Hosts, func(h Host) bool { return h.Self })
+	if i < 0 {
+		return Host{}, false
 	}
-	return out
+	return c.Hosts[i], true
 }
 
 // Host looks a host up by name.

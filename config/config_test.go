@@ -11,7 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// full is SPEC.md section 5's example, adapted to files of site(), with
+// full is the README's configuration example, adapted to files of site(), with
 // per-host overrides added.
 const full = `listen: 127.0.0.1:9090
 tls: {cert_file: "", key_file: ""}
@@ -294,8 +294,8 @@ hosts:
 	if got := names(c.HostGroups()); !reflect.DeepEqual(got, want) {
 		t.Errorf("role order groups = %v, want %v", got, want)
 	}
-	if self := c.SelfHosts(); len(self) != 1 || self[0].Name != "me" {
-		t.Errorf("SelfHosts = %v", self)
+	if self, ok := c.Self(); !ok || self.Name != "me" {
+		t.Errorf("Self = %v, %v", self, ok)
 	}
 
 	c, err = parseIn(t, dir, hosts+"host_order:\n  - [ctl-1, sto-1]\n  - [cmp-2]\n  - [cmp-1]\n")

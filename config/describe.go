@@ -17,9 +17,28 @@ import (
 // printed, and webhook URLs are shown by scheme and host only because
 // their paths often carry tokens.
 func (c *Config) Describe(w io.Writer) {
-	var warnings []string
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	c.describeService(p)
+	p("")
+	warnings := c.describeOpenStack(p)
+	p("")
+	c.describeStorage(p)
+	p("")
+	warnings = append(warnings, c.describeHosts(w, p)...)
+	c.describeStartup(p)
+	c.describeNotify(p)
+	if len(warnings) > 0 {
+		p("")
+		p("Warnings")
+		for _, m := range warnings {
+			p("  - %s", m)
+		}
+	}
+}
 
+// describeService prints where the service listens and keeps its records,
+// and the rules that hold for every job (resume, simulation age).
+func (c *Config) describeService(p func(string, ...any)) {
 	p("shutdownd plan from %s", c.Path)
 	p("")
 	mode := "plain HTTP"
@@ -29,28 +48,32 @@ func (c *Config) Describe(w io.Writer) {
 	p("Service: listen %s (%s), database %s, metrics %s", c.Listen, mode, c.Database, metricsText(c.Metrics.Access))
 	p("Resume: a shutdown interrupted by a restart of the service resumes only on the same boot of this machine and within %s of its last record; otherwise it fails and nothing is powered off", dur(c.ResumeWindow))
 	p("Overview: warns when the last successful simulation is older than %s", dur(c.Web.SimulationMaxAge))
-	p("")
+}
 
-	warnings = append(warnings, c.describeOpenStack(p)...)
-	p("")
-
+// describeStorage prints step 2 from Storage.Plan, the list the runner
+// executes.
+func (c *Config) describeStorage(p func(string, ...any)) {
 	s := c.Storage
-	if plan := s.Plan(); len(plan) == 0 {
+	plan := s.Plan()
+	if len(plan) == 0 {
 		p("Step 2: Storage: skipped (type %s)", s.Type)
-	} else {
-		p("Step 2: Storage (%s), in this order", s.Type)
-		for i, cmd := range plan {
-			if s.Type == StorageCeph && i == len(CephFlags) {
-				p("  then, on all storage hosts at once:")
-			}
-			p("  on %s as %s: %s", cmd.Host, c.sshUser(cmd.Host), cmd.Command)
-		}
-		if s.HealthCommand != "" {
-			p("  simulation health check on %s: %s", s.AdminHost, s.HealthCommand)
-		}
+		return
 	}
-	p("")
+	p("Step 2: Storage (%s), in this order", s.Type)
+	for i, cmd := range plan {
+		if s.Type == StorageCeph && i == len(CephFlags) {
+			p("  then, on all storage hosts at once:")
+		}
+		p("  on %s as %s: %s", cmd.Host, c.sshUser(cmd.Host), cmd.Command)
+	}
+	if s.HealthCommand != "" {
+		p("  simulation health check on %s: %s", s.AdminHost, s.HealthCommand)
+	}
+}
 
+// describeHosts prints step 3, group by group with the self host last, and
+// returns the warnings about hosts whose power-off cannot be confirmed.
+func (c *Config) describeHosts(w io.Writer, p func(string, ...any)) (warnings []string) {
 	p("Step 3: Hosts, group by group (hosts of one group in parallel)")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i, g := range c.HostGroups() {
@@ -63,9 +86,10 @@ func (c *Config) Describe(w io.Writer) {
 			c.hostLine(tw, h)
 		}
 	}
-	for _, h := range c.SelfHosts() {
+	self, hasSelf := c.Self()
+	if hasSelf {
 		fmt.Fprintf(tw, "  last: the machine running shutdownd, after the job's final state is saved\n")
-		c.hostLine(tw, h)
+		c.hostLine(tw, self)
 	}
 	_ = tw.Flush()
 	t := c.Timeouts
@@ -80,29 +104,26 @@ func (c *Config) Describe(w io.Writer) {
 			warnings = append(warnings, fmt.Sprintf("%s: BMC certificate is not verified (insecure_tls)", h.Name))
 		}
 	}
-	if len(c.SelfHosts()) == 0 {
+	if !hasSelf {
 		warnings = append(warnings, "no host is marked self: the machine running shutdownd is not powered off by it")
 	}
+	return warnings
+}
 
-	c.describeStartup(p)
-
-	if len(c.Notify.Webhooks) > 0 {
-		p("")
-		p("Notifications")
-		for _, wh := range c.Notify.Webhooks {
-			signed := "unsigned"
-			if wh.SecretEnv != "" {
-				signed = "signed with $" + wh.SecretEnv
-			}
-			p("  webhook %s (%s)", urlOrigin(wh.URL), signed)
-		}
+// describeNotify prints the webhooks by origin only: their paths often
+// carry tokens.
+func (c *Config) describeNotify(p func(string, ...any)) {
+	if len(c.Notify.Webhooks) == 0 {
+		return
 	}
-	if len(warnings) > 0 {
-		p("")
-		p("Warnings")
-		for _, m := range warnings {
-			p("  - %s", m)
+	p("")
+	p("Notifications")
+	for _, wh := range c.Notify.Webhooks {
+		signed := "unsigned"
+		if wh.SecretEnv != "" {
+			signed = "signed with $" + wh.SecretEnv
 		}
+		p("  webhook %s (%s)", urlOrigin(wh.URL), signed)
 	}
 }
 

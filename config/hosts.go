@@ -144,6 +144,9 @@ func (d *decoder) knownHost(n *yaml.Node, path, name string, c *Config) bool {
 	return true
 }
 
+// storage reads the storage section: its type decides which keys it takes
+// (storageCeph, storageCommands); a key another type would use is refused,
+// so a site never believes a command runs that does not.
 func (d *decoder) storage(top map[string]entry, c *Config) {
 	se, ok := top["storage"]
 	if !ok {
@@ -164,13 +167,6 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 		return
 	}
 	s.Type = typ
-	unused := func(keys ...string) {
-		for _, k := range keys {
-			if e, ok := m[k]; ok {
-				d.fail(e.key, "storage."+k, "not used with type %s", typ)
-			}
-		}
-	}
 	if e, ok := m["admin_host"]; ok && typ != StorageNone {
 		if name, ok := d.nonEmpty(e.val, "storage.admin_host"); ok && d.knownHost(e.val, "storage.admin_host", name, c) {
 			s.AdminHost = name
@@ -183,86 +179,117 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 	}
 	switch typ {
 	case StorageNone:
-		unused("admin_host", "hosts", "commands", "health_command", "startup_commands")
+		d.unusedStorage(m, typ, "admin_host", "hosts", "commands", "health_command", "startup_commands")
 	case StorageCeph:
-		unused("commands", "startup_commands")
-		if _, ok := m["admin_host"]; !ok {
-			d.fail(se.key, "storage.admin_host", "required with type ceph (the host that sets the OSD flags)")
-		}
-		if s.HealthCommand == "" {
-			s.HealthCommand = DefaultCephHealthCommand
-		}
-		e, ok := m["hosts"]
-		if !ok {
-			d.fail(se.key, "storage.hosts", "required with type ceph (the hosts where ceph.target is stopped)")
-			return
-		}
-		seen := map[string]bool{}
-		items := d.sequence(e.val, "storage.hosts")
-		if len(items) == 0 && (e.val.Kind == yaml.SequenceNode || isNull(e.val)) {
-			d.fail(e.key, "storage.hosts", "must list at least one host")
-		}
-		for i, item := range items {
-			p := fmt.Sprintf("storage.hosts[%d]", i)
-			name, ok := d.nonEmpty(item, p)
-			if !ok || !d.knownHost(item, p, name, c) {
-				continue
-			}
-			if seen[name] {
-				d.fail(item, p, "%q is listed twice", name)
-				continue
-			}
-			seen[name] = true
-			s.Hosts = append(s.Hosts, name)
-		}
+		d.unusedStorage(m, typ, "commands", "startup_commands")
+		d.storageCeph(se, m, c)
 	case StorageCommands:
-		unused("hosts")
+		d.unusedStorage(m, typ, "hosts")
+		d.storageCommands(se, m, c)
 		d.startupCommands(m, c)
-		if s.HealthCommand != "" && s.AdminHost == "" {
-			if _, ok := m["admin_host"]; !ok {
-				d.fail(m["health_command"].key, "storage.health_command", "needs storage.admin_host, the host it runs on")
-			}
-		}
-		e, ok := m["commands"]
-		if !ok {
-			d.fail(se.key, "storage.commands", "required with type commands")
-			return
-		}
-		items := d.sequence(e.val, "storage.commands")
-		if len(items) == 0 && (e.val.Kind == yaml.SequenceNode || isNull(e.val)) {
-			d.fail(e.key, "storage.commands", "must list at least one command")
-		}
-		// The store keys a command's record by host and command, so a
-		// resumed job knows what already ran; the same command twice on one
-		// host could not be told apart, and is refused.
-		first := map[StorageCommand]int{}
-		for i, item := range items {
-			p := fmt.Sprintf("storage.commands[%d]", i)
-			cm := d.mapping(item, p, "host", "command")
-			if cm == nil {
-				continue
-			}
-			var sc StorageCommand
-			if he, ok := cm["host"]; !ok {
-				d.fail(item, p+".host", "required")
-			} else if name, ok := d.nonEmpty(he.val, p+".host"); ok && d.knownHost(he.val, p+".host", name, c) {
-				sc.Host = name
-			}
-			if ce, ok := cm["command"]; !ok {
-				d.fail(item, p+".command", "required")
-			} else if v, ok := d.nonEmpty(ce.val, p+".command"); ok {
-				sc.Command = v
-			}
-			if sc.Host != "" && sc.Command != "" {
-				if j, dup := first[sc]; dup {
-					d.fail(item, p, "the same command on the same host as storage.commands[%d]; each runs once", j)
-					continue
-				}
-				first[sc] = i
-			}
-			s.Commands = append(s.Commands, sc)
+	}
+}
+
+// unusedStorage refuses the storage keys that type typ does not use.
+func (d *decoder) unusedStorage(m map[string]entry, typ string, keys ...string) {
+	for _, k := range keys {
+		if e, ok := m[k]; ok {
+			d.fail(e.key, "storage."+k, "not used with type %s", typ)
 		}
 	}
+}
+
+// storageCeph reads the admin host and the hosts where ceph.target is
+// stopped, each a known host listed once.
+func (d *decoder) storageCeph(se entry, m map[string]entry, c *Config) {
+	s := &c.Storage
+	if _, ok := m["admin_host"]; !ok {
+		d.fail(se.key, "storage.admin_host", "required with type ceph (the host that sets the OSD flags)")
+	}
+	if s.HealthCommand == "" {
+		s.HealthCommand = DefaultCephHealthCommand
+	}
+	e, ok := m["hosts"]
+	if !ok {
+		d.fail(se.key, "storage.hosts", "required with type ceph (the hosts where ceph.target is stopped)")
+		return
+	}
+	seen := map[string]bool{}
+	items := d.sequence(e.val, "storage.hosts")
+	if len(items) == 0 && (e.val.Kind == yaml.SequenceNode || isNull(e.val)) {
+		d.fail(e.key, "storage.hosts", "must list at least one host")
+	}
+	for i, item := range items {
+		p := fmt.Sprintf("storage.hosts[%d]", i)
+		name, ok := d.nonEmpty(item, p)
+		if !ok || !d.knownHost(item, p, name, c) {
+			continue
+		}
+		if seen[name] {
+			d.fail(item, p, "%q is listed twice", name)
+			continue
+		}
+		seen[name] = true
+		s.Hosts = append(s.Hosts, name)
+	}
+}
+
+// storageCommands reads the operator's own storage commands, in order.
+func (d *decoder) storageCommands(se entry, m map[string]entry, c *Config) {
+	s := &c.Storage
+	if s.HealthCommand != "" && s.AdminHost == "" {
+		if _, ok := m["admin_host"]; !ok {
+			d.fail(m["health_command"].key, "storage.health_command", "needs storage.admin_host, the host it runs on")
+		}
+	}
+	e, ok := m["commands"]
+	if !ok {
+		d.fail(se.key, "storage.commands", "required with type commands")
+		return
+	}
+	items := d.sequence(e.val, "storage.commands")
+	if len(items) == 0 && (e.val.Kind == yaml.SequenceNode || isNull(e.val)) {
+		d.fail(e.key, "storage.commands", "must list at least one command")
+	}
+	// The store keys a command's record by host and command, so a
+	// resumed job knows what already ran; the same command twice on one
+	// host could not be told apart, and is refused.
+	first := map[StorageCommand]int{}
+	for i, item := range items {
+		p := fmt.Sprintf("storage.commands[%d]", i)
+		sc, ok := d.storageCommand(item, p, c)
+		if !ok {
+			continue
+		}
+		if sc.Host != "" && sc.Command != "" {
+			if j, dup := first[sc]; dup {
+				d.fail(item, p, "the same command on the same host as storage.commands[%d]; each runs once", j)
+				continue
+			}
+			first[sc] = i
+		}
+		s.Commands = append(s.Commands, sc)
+	}
+}
+
+// storageCommand reads one host/command pair; ok is false when the item is
+// not a mapping (reported).
+func (d *decoder) storageCommand(item *yaml.Node, p string, c *Config) (sc StorageCommand, ok bool) {
+	cm := d.mapping(item, p, "host", "command")
+	if cm == nil {
+		return sc, false
+	}
+	if he, ok := cm["host"]; !ok {
+		d.fail(item, p+".host", "required")
+	} else if name, ok := d.nonEmpty(he.val, p+".host"); ok && d.knownHost(he.val, p+".host", name, c) {
+		sc.Host = name
+	}
+	if ce, ok := cm["command"]; !ok {
+		d.fail(item, p+".command", "required")
+	} else if v, ok := d.nonEmpty(ce.val, p+".command"); ok {
+		sc.Command = v
+	}
+	return sc, true
 }
 
 func (d *decoder) hostOrder(e entry, c *Config) {

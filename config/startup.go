@@ -94,8 +94,8 @@ func (c *Config) describeStartup(p func(string, ...any)) {
 		}
 		p("  hosts group %d: %s", i+1, strings.Join(names, ", "))
 	}
-	if self := c.SelfHosts(); len(self) > 0 {
-		p("  (%s runs shutdownd and is already on)", self[0].Name)
+	if self, ok := c.Self(); ok {
+		p("  (%s runs shutdownd and is already on)", self.Name)
 	}
 	p("  per host: BMC power on if it reads Off, then wait up to %s for SSH with the known host key", dur(t.HostBoot))
 	s := c.Storage

@@ -14,7 +14,7 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// Token scopes (SPEC.md section 1).
+// Token scopes (openapi.yaml lists which route needs which).
 const (
 	ScopeRead     = "read"
 	ScopeSimulate = "simulate"

@@ -7,7 +7,7 @@ import (
 	"net/http"
 )
 
-// Error codes of the API (SPEC.md section 1). They are the machine-readable
+// Error codes of the API (listed in openapi.yaml). They are the machine-readable
 // half of every error answer: integrations (UPS controllers, monitoring)
 // branch on these strings, so they never change once published.
 const (

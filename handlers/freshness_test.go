@@ -45,7 +45,7 @@ func runningShutdown(t *testing.T, st *store.Store) store.Job {
 	go func() {
 		defer wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {
-			_ = st.SetCurrentStep(ctx, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/2000 off)", i))
+			_ = setCurrentStep(ctx, st, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/2000 off)", i))
 			_ = st.AddEvent(ctx, job.ID, "info", "progress", "")
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -219,7 +219,7 @@ func TestStatusNeverStale(t *testing.T) {
 
 	for i := range 100 {
 		text := fmt.Sprintf("Stopping OpenStack VMs (%d/100 off)", i)
-		if err := e.st.SetCurrentStep(ctx, id, text); err != nil {
+		if err := setCurrentStep(ctx, e.st, id, text); err != nil {
 			t.Fatal(err)
 		}
 		_, body := e.do(req{method: "GET", path: "/shutdown/status", token: read})

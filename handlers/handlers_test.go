@@ -221,7 +221,7 @@ func TestStatus(t *testing.T) {
 	if err := e.st.StartJob(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetCurrentStep(ctx, id, "Stopping OpenStack VMs (120/200 off)"); err != nil {
+	if err := setCurrentStep(ctx, e.st, id, "Stopping OpenStack VMs (120/200 off)"); err != nil {
 		t.Fatal(err)
 	}
 	_, body = e.do(req{method: "GET", path: "/simulate/status", token: read})
@@ -738,7 +738,7 @@ func TestEventsStream(t *testing.T) {
 	if err := e.st.StartJob(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetCurrentStep(ctx, id, "Checking hosts (1/3)"); err != nil {
+	if err := setCurrentStep(ctx, e.st, id, "Checking hosts (1/3)"); err != nil {
 		t.Fatal(err)
 	}
 	next(t, msgs, "progress", func(m sseMsg) bool { return m.event == "job" && strings.Contains(m.data, "Checking hosts (1/3)") })

@@ -18,7 +18,7 @@ import (
 // statusHandler answers GET /simulate/status and GET /shutdown/status from
 // the latest job of kind.
 //
-// Decisions where SPEC.md is terse: a pending job counts as running (it is
+// Decisions where the product contract is terse: a pending job counts as running (it is
 // the active job and will start at once); current_step of an active job
 // with no step yet reads "Waiting to start"; error is present for a failed
 // job and also for a cancelled one (the cancel or preemption reason, e.g.

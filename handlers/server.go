@@ -1,4 +1,4 @@
-// Package handlers is the HTTP API of shutdownd (SPEC.md section 1): routes,
+// Package handlers is the HTTP API of shutdownd (openapi.yaml): routes,
 // token authentication, the JSON envelope and the one error vocabulary.
 // It only calls the store; the runner is told about new work through Kicker.
 package handlers

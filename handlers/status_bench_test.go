@@ -15,7 +15,7 @@ import (
 
 // statusBench is GET /shutdown/status through the real router and a real
 // SQLite store while a shutdown job runs and a writer commits progress to
-// it (SetCurrentStep and an event per round, as the runner does), so the
+// it (a progress batch and an event per round, as the runner does), so the
 // measured path includes the commits in between the reads.
 type statusBench struct {
 	st     *store.Store
@@ -52,7 +52,7 @@ func newStatusBench(b *testing.B) *statusBench {
 	go func() {
 		defer wg.Done()
 		for i := 0; wctx.Err() == nil; i++ {
-			_ = st.SetCurrentStep(wctx, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/2000 off)", i))
+			_ = setCurrentStep(wctx, st, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/2000 off)", i))
 			_ = st.AddEvent(wctx, job.ID, "info", "progress", fmt.Sprint(i))
 			time.Sleep(time.Millisecond)
 		}

@@ -76,7 +76,12 @@ func TestIntegrationSimulationReportsThreeBrokenTargetsAsThreeFindings(t *testin
 	if r.job.State != store.StateFailed || !strings.HasPrefix(r.job.Error, "3 failed: ") {
 		t.Fatalf("simulation %s %q, want failed with 3 findings:\n%s", r.job.State, r.job.Error, r.dump())
 	}
-	type finding struct{ kind, target, op, text string }
+	type finding struct {
+		kind   store.TargetKind
+		target string
+		op     store.Operation
+		text   string
+	}
 	want := []finding{
 		{"openstack", "edge", "check-list-servers", "openstack auth"},
 		{"host", "compute-01", "check-ssh", "unreachable"},
@@ -91,11 +96,11 @@ func TestIntegrationSimulationReportsThreeBrokenTargetsAsThreeFindings(t *testin
 		if a.State != store.ActionFailed || !strings.Contains(a.Error, f.text) {
 			t.Errorf("%s %s %s: %s %q, want failed mentioning %q", f.kind, f.target, f.op, a.State, a.Error, f.text)
 		}
-		if !strings.Contains(r.job.Error, f.kind+" "+f.target) && !strings.Contains(r.job.Error, f.text) {
+		if !strings.Contains(r.job.Error, string(f.kind)+" "+f.target) && !strings.Contains(r.job.Error, f.text) {
 			t.Errorf("job error %q does not report %s %s", r.job.Error, f.kind, f.target)
 		}
 	}
-	for _, op := range []string{"check-ssh", "check-bmc"} {
+	for _, op := range []store.Operation{store.OpCheckSSH, store.OpCheckBMC} {
 		if a := r.action(t, kindOf(op), "control-01", op); a.State != store.ActionSucceeded {
 			t.Errorf("control-01 %s %s: %s", op, a.State, a.Error)
 		}
@@ -103,7 +108,7 @@ func TestIntegrationSimulationReportsThreeBrokenTargetsAsThreeFindings(t *testin
 	s.assertNothingChanged(t)
 }
 
-func kindOf(op string) string {
+func kindOf(op store.Operation) store.TargetKind {
 	if op == "check-bmc" {
 		return "bmc"
 	}

@@ -388,7 +388,7 @@ func (s *site) wait(id int64) result {
 
 // action returns the one action of target and operation, failing the test
 // when there is none.
-func (r result) action(t *testing.T, kind, target, op string) store.Action {
+func (r result) action(t *testing.T, kind store.TargetKind, target string, op store.Operation) store.Action {
 	t.Helper()
 	for _, a := range r.actions {
 		if a.TargetKind == kind && a.Target == target && a.Operation == op {
@@ -400,7 +400,7 @@ func (r result) action(t *testing.T, kind, target, op string) store.Action {
 }
 
 // has reports whether an action of target and operation exists.
-func (r result) has(kind, target, op string) bool {
+func (r result) has(kind store.TargetKind, target string, op store.Operation) bool {
 	for _, a := range r.actions {
 		if a.TargetKind == kind && a.Target == target && a.Operation == op {
 			return true

@@ -138,7 +138,7 @@ func (m *Metrics) JobFinished(ctx context.Context, j store.Job) {
 		return
 	}
 	for _, a := range actions {
-		m.targets.WithLabelValues(string(j.Kind), a.TargetKind, string(a.State)).Inc()
+		m.targets.WithLabelValues(string(j.Kind), string(a.TargetKind), string(a.State)).Inc()
 	}
 }
 

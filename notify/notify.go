@@ -327,7 +327,7 @@ func (n *Notifier) send(h *hook, d delivery) (retry bool, err error) {
 
 // record adds an event to the job (and logs it); the store write uses a
 // context that survives Close, so a recorded failure is not lost.
-func (n *Notifier) record(ctx context.Context, jobID int64, level, msg, detail string) {
+func (n *Notifier) record(ctx context.Context, jobID int64, level store.Level, msg, detail string) {
 	n.log.Info("notify: "+msg, "job_id", jobID, "level", level, "detail", detail)
 	if n.opts.Store == nil {
 		return

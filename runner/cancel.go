@@ -9,17 +9,10 @@ import "github.com/edgeops/shutdownd/store"
 // The late request is recorded as an event.
 func (e *exec) cancelTooLate() bool {
 	steps, err := e.jr.Steps(e.db())
-	if err != nil || len(steps) < 3 {
+	if err != nil || !ranToEnd(steps) {
 		return false
 	}
-	for _, s := range steps {
-		switch s.State {
-		case store.StepSucceeded, store.StepFailed, store.StepSkipped:
-		default:
-			return false
-		}
-	}
-	e.event("info", "cancel requested too late to stop anything: every step ran to its end")
+	e.event(store.LevelInfo, "cancel requested too late to stop anything: every step ran to its end")
 	return true
 }
 
@@ -58,4 +51,23 @@ func (e *exec) closeOpen(why string) {
 			}
 		}
 	}
+}
+
+// ranToEnd reports whether every step of the job's sequence (stepNames) is
+// recorded and ended by running, not by a cancel: the job did all it had
+// to do. A step missing from steps was never reached.
+func ranToEnd(steps []store.Step) bool {
+	byName := make(map[string]store.StepState, len(steps))
+	for _, s := range steps {
+		byName[s.Name] = s.State
+	}
+	for _, name := range stepNames {
+		switch st, ok := byName[name]; {
+		case !ok:
+			return false
+		case st != store.StepSucceeded && st != store.StepFailed && st != store.StepSkipped:
+			return false
+		}
+	}
+	return true
 }

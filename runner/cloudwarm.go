@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgeops/shutdownd/config"
+	"github.com/edgeops/shutdownd/store"
 )
 
 // The runner keeps one OpenStack login (an authenticated client and its
@@ -281,10 +282,10 @@ func (e *exec) reportCloudLogin() {
 	const stamp = time.RFC3339
 	switch {
 	case h.ConsecutiveFailures > 0:
-		e.event("warn", fmt.Sprintf("openstack login: %d consecutive failed logins, the last at %s; next background attempt at %s",
+		e.event(store.LevelWarn, fmt.Sprintf("openstack login: %d consecutive failed logins, the last at %s; next background attempt at %s",
 			h.ConsecutiveFailures, h.LastFailure.Format(stamp), h.NextAttempt.Format(stamp)), h.LastError)
 	case h.Succeeded > 0:
-		e.event("info", fmt.Sprintf("openstack login: last success at %s, token valid until %s, renewed at %s",
+		e.event(store.LevelInfo, fmt.Sprintf("openstack login: last success at %s, token valid until %s, renewed at %s",
 			h.LastSuccess.Format(stamp), h.TokenExpiresAt.Format(stamp), h.NextAttempt.Format(stamp)))
 	}
 }

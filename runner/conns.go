@@ -213,7 +213,7 @@ func (e *exec) confirmedOff() map[string]bool {
 			return off
 		}
 		for _, a := range actions {
-			if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
+			if a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
 				off[a.Target] = true
 			}
 		}
@@ -623,7 +623,7 @@ func connAlive(c HostConn) bool {
 
 // countStops wraps the cloud opener so that the runner follows its os-stop
 // requests (see warmQuiet).
-func countStops(d *Deps, n *stopCounter) {
+func countStops(d *deps, n *stopCounter) {
 	open := d.OpenCloud
 	d.OpenCloud = func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error) {
 		c, err := open(ctx, cfg, onRetry)

@@ -46,23 +46,16 @@ type PowerController interface {
 	Close(ctx context.Context) error
 }
 
-// Deps opens the connections the runner uses. Every field has a default
-// backed by the real adapters; tests replace none of them, they point the
-// configuration at the simulated site instead.
-type Deps struct {
+// deps opens the connections the runner uses: the real adapters, wrapped
+// by the runner to count os-stop requests and report every peer request to
+// its observer. Tests do not replace them; they point the configuration at
+// the simulated site instead.
+type deps struct {
 	OpenCloud func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error)
 	DialHost  func(ctx context.Context, h config.Host) (HostConn, error)
 	OpenBMC   func(ctx context.Context, h config.Host) (PowerController, error)
 }
 
-func (d *Deps) fill() {
-	if d.OpenCloud == nil {
-		d.OpenCloud = openCloud
-	}
-	if d.DialHost == nil {
-		d.DialHost = dialHost
-	}
-	if d.OpenBMC == nil {
-		d.OpenBMC = openBMC
-	}
+func realDeps() deps {
+	return deps{OpenCloud: openCloud, DialHost: dialHost, OpenBMC: openBMC}
 }

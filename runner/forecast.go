@@ -184,7 +184,7 @@ func (e *exec) settleDeadline(state store.State) {
 			e.log.Error("forecast", "err", err)
 			return
 		}
-		e.event("info", fmt.Sprintf("shutdown forecast: about %s (worst case %s)", f.Estimate.Round(time.Second), f.WorstCase.Round(time.Second)),
+		e.event(store.LevelInfo, fmt.Sprintf("shutdown forecast: about %s (worst case %s)", f.Estimate.Round(time.Second), f.WorstCase.Round(time.Second)),
 			forecastDetail(f))
 		if j.Deadline != nil {
 			end := j.CreatedAt.Add(f.Estimate)
@@ -209,9 +209,9 @@ func (e *exec) setOnTrack(onTrack bool, detail string) {
 		return
 	}
 	if onTrack {
-		e.event("info", "deadline: on track", detail)
+		e.event(store.LevelInfo, "deadline: on track", detail)
 	} else {
-		e.event("warn", "deadline: behind", detail)
+		e.event(store.LevelWarn, "deadline: behind", detail)
 	}
 }
 

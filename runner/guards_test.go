@@ -80,7 +80,7 @@ func TestHostWhoseAddressLeadsHereIsNeverPoweredOff(t *testing.T) {
 		if a.Target != "storage-01" {
 			continue
 		}
-		if strings.HasPrefix(a.Operation, "bmc-soft") || strings.HasPrefix(a.Operation, "bmc-hard") {
+		if a.Operation == store.OpBMCSoftOff || a.Operation == store.OpBMCHardOff || a.Operation == store.OpBMCConfirmSoftOff || a.Operation == store.OpBMCConfirmHardOff {
 			t.Errorf("storage-01: %s recorded; the BMC of a host that led here must not be used", a.Operation)
 		}
 		if a.TargetKind == "storage" {

@@ -34,15 +34,39 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
-	finished := map[string]store.Action{}
-	before := map[string]*hostPrior{}
+	finished, before := priorHosts(prior)
+	if err := e.finishConfirmedBeforeRestart(finished, before); err != nil {
+		return store.StepFailed, "", err
+	}
+	hs := &hostsRun{e: e, step: step, finished: finished, before: before, rec: newRecorder(e)}
+	for _, g := range groups {
+		hs.total += len(g)
+	}
+	hs.off.Add(int64(len(finished)))
+	for gi, g := range groups {
+		if e.stopping() {
+			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", hs.off.Load(), hs.total), errCancelled
+		}
+		hs.group(gi, g)
+	}
+	detail := fmt.Sprintf("%d/%d hosts off", hs.off.Load(), hs.total)
+	if n := hs.failed.Load(); n > 0 {
+		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
+	}
+	return store.StepSucceeded, detail, nil
+}
+
+// priorHosts reads what a run before a restart did to the hosts: finished
+// are the hosts confirmed off (a host that failed is tried again: its BMC
+// may answer now), before what was done to each host touched.
+func priorHosts(prior []store.Action) (finished map[string]store.Action, before map[string]*hostPrior) {
+	finished, before = map[string]store.Action{}, map[string]*hostPrior{}
 	for _, a := range prior {
-		// Only hosts confirmed off are skipped after a restart; a host that
-		// failed is tried again (its BMC may answer now).
-		if a.TargetKind == "host" && a.Operation == "power-off" && a.State == store.ActionSucceeded {
+		isHost := a.TargetKind == store.TargetHost
+		if isHost && a.Operation == store.OpPowerOff && a.State == store.ActionSucceeded {
 			finished[a.Target] = a
 		}
-		if a.TargetKind != "host" && a.TargetKind != "bmc" {
+		if !isHost && a.TargetKind != store.TargetBMC {
 			continue
 		}
 		hp := before[a.Target]
@@ -51,19 +75,23 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			before[a.Target] = hp
 		}
 		hp.touched = true
-		if a.TargetKind == "host" && a.Operation == "ssh-poweroff" && a.State == store.ActionSucceeded {
+		switch {
+		case isHost && a.Operation == store.OpSSHPowerOff && a.State == store.ActionSucceeded:
 			hp.sent = true
-		}
-		if a.TargetKind == "bmc" && strings.HasPrefix(a.Operation, "bmc-confirm") && a.State == store.ActionSucceeded {
+		case !isHost && a.Operation.ConfirmsOff() && a.State == store.ActionSucceeded:
 			hp.confirmedOff = true
-		}
-		if a.TargetKind == "host" && a.Operation == "power-off" && !a.State.Final() {
+		case isHost && a.Operation == store.OpPowerOff && !a.State.Final():
 			hp.open = a.ID
 		}
 	}
-	// A host the BMC confirmed Off before a restart, whose own record the
-	// stopped process did not get to write, is off: it is finished here,
-	// not tried again (its BMC may not answer now).
+	return finished, before
+}
+
+// finishConfirmedBeforeRestart finishes the power-off of a host the BMC
+// confirmed Off before a restart, whose own record the stopped process did
+// not get to write: it is off, and not tried again (its BMC may not answer
+// now). Such hosts join finished.
+func (e *exec) finishConfirmedBeforeRestart(finished map[string]store.Action, before map[string]*hostPrior) error {
 	var confirmed []store.ActionResult
 	for name, hp := range before {
 		if _, done := finished[name]; !done && hp.confirmedOff && hp.open != 0 {
@@ -71,59 +99,60 @@ func (e *exec) hostsStop(step store.Step) (store.StepState, string, error) {
 			finished[name] = store.Action{ID: hp.open}
 		}
 	}
-	if len(confirmed) > 0 {
-		if err := e.jr.Finish(confirmed...); err != nil {
-			return store.StepFailed, "", fmt.Errorf("record hosts confirmed off before the restart: %w", err)
-		}
+	if len(confirmed) == 0 {
+		return nil
 	}
-	total := 0
-	for _, g := range groups {
-		total += len(g)
+	if err := e.jr.Finish(confirmed...); err != nil {
+		return fmt.Errorf("record hosts confirmed off before the restart: %w", err)
 	}
-	var off, failed atomic.Int64
-	off.Add(int64(len(finished)))
-	rec := newRecorder(e)
-	for gi, g := range groups {
-		if e.stopping() {
-			return store.StepCancelled, fmt.Sprintf("%d/%d hosts off", off.Load(), total), errCancelled
+	return nil
+}
+
+// hostsRun is one run of a shutdown's hosts step.
+type hostsRun struct {
+	e        *exec
+	step     store.Step
+	finished map[string]store.Action // hosts off before this run
+	before   map[string]*hostPrior
+	rec      *recorder
+	total    int
+
+	off, failed atomic.Int64
+}
+
+// group powers off the hosts of group gi at once and returns when each is
+// off or has failed.
+func (hs *hostsRun) group(gi int, g []config.Host) {
+	e := hs.e
+	label := groupLabel(g)
+	hs.rec.setProgress("Powering off hosts: %s (%d/%d off)", label, hs.off.Load(), hs.total)
+	hs.rec.event(store.LevelInfo, fmt.Sprintf("host group %d (%s) starting", gi+1, label))
+	var runs []*hostRun
+	for _, h := range g {
+		if _, ok := hs.finished[h.Name]; ok {
+			continue
 		}
-		label := groupLabel(g)
-		rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-		rec.event("info", fmt.Sprintf("host group %d (%s) starting", gi+1, label))
-		var runs []*hostRun
-		for _, h := range g {
-			if _, ok := finished[h.Name]; ok {
-				continue
+		r := &hostRun{h: h}
+		if p := hs.before[h.Name]; p != nil {
+			r.prior = *p
+		}
+		r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
+		runs = append(runs, r)
+	}
+	e.beginGroup(hs.step, runs, hs.rec)
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Go(func() {
+			if e.powerOffHost(hs.step, r, hs.rec) {
+				hs.off.Add(1)
+			} else {
+				hs.failed.Add(1)
 			}
-			r := &hostRun{h: h}
-			if p := before[h.Name]; p != nil {
-				r.prior = *p
-			}
-			r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
-			runs = append(runs, r)
-		}
-		e.beginGroup(step, runs, rec)
-		var wg sync.WaitGroup
-		for _, r := range runs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if e.powerOffHost(step, r, rec) {
-					off.Add(1)
-				} else {
-					failed.Add(1)
-				}
-				rec.setProgress("Powering off hosts: %s (%d/%d off)", label, off.Load(), total)
-			}()
-		}
-		wg.Wait()
-		rec.wait() // before anything else writes progress
+			hs.rec.setProgress("Powering off hosts: %s (%d/%d off)", label, hs.off.Load(), hs.total)
+		})
 	}
-	detail := fmt.Sprintf("%d/%d hosts off", off.Load(), total)
-	if n := failed.Load(); n > 0 {
-		return store.StepFailed, detail, fmt.Errorf("%d hosts not confirmed off", n)
-	}
-	return store.StepSucceeded, detail, nil
+	wg.Wait()
+	hs.rec.wait() // before anything else writes progress
 }
 
 // hostRun is one host's power-off in this run of the job.
@@ -149,10 +178,10 @@ func (e *exec) beginGroup(step store.Step, runs []*hostRun, rec *recorder) {
 	var bs []store.ActionBegin
 	var dst []**store.Action
 	for _, r := range runs {
-		bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "power-off"}})
+		bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: r.h.Name, Operation: store.OpPowerOff}})
 		dst = append(dst, &r.action)
 		if !r.check && !r.prior.sent {
-			bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: r.h.Name, Operation: "ssh-poweroff"},
+			bs = append(bs, store.ActionBegin{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: r.h.Name, Operation: store.OpSSHPowerOff},
 				Detail: r.h.SSH.PoweroffCommand})
 			dst = append(dst, &r.ssh)
 		}
@@ -209,93 +238,123 @@ func groupLabel(g []config.Host) string {
 // leaves at once; a host that cannot be reached over SSH has its power read
 // before the BMC is told to power it off.
 func (e *exec) powerOffHost(step store.Step, run *hostRun, rec *recorder) bool {
-	h, prior := run.h, run.prior
-	t := e.r.cfg.Timeouts
+	h := run.h
 	ha := run.action
 	if ha == nil {
-		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "power-off"}
+		hostKey := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpPowerOff}
 		a, err := rec.begin(hostKey, "")
 		if err != nil {
-			e.fail("host %s: record action: %v", h.Name, err)
+			// Nothing is sent to a host whose power-off is not on record;
+			// the step fails, naming it if nothing else failed.
+			e.log.Error("record host action; not powered off", "host", h.Name, "err", err)
 			return false
 		}
 		ha = &a
 	}
-	finish := func(ok bool, detail, msg string) bool {
-		if !ok && e.ctx.Err() != nil {
-			// The service is stopping (or the job was preempted): leave the
-			// action running, so a resumed job tries this host again.
-			return false
-		}
-		e.closeInterrupted(step, h.Name, ha.ID, ok)
-		if ok {
-			rec.finish(ha.ID, store.ActionSucceeded, detail, "")
-			rec.event("info", fmt.Sprintf("host %s off", h.Name), detail)
-			return true
-		}
-		e.fail("host %s: %s", h.Name, msg)
-		rec.finish(ha.ID, store.ActionFailed, detail, msg)
-		rec.event("error", fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+	p := &hostPowerOff{e: e, step: step, run: run, rec: rec, action: ha, start: time.Now()}
+	return p.finish(p.sequence())
+}
+
+// hostPowerOff is one host's power-off sequence (powerOffHost).
+type hostPowerOff struct {
+	e      *exec
+	step   store.Step
+	run    *hostRun
+	rec    *recorder
+	action *store.Action // the host's power-off action
+	start  time.Time
+}
+
+// finish records the host's outcome and reports whether it is off.
+func (p *hostPowerOff) finish(ok bool, detail, msg string) bool {
+	e, h := p.e, p.run.h
+	if !ok && e.ctx.Err() != nil {
+		// The service is stopping (or the job was preempted): leave the
+		// action running, so a resumed job tries this host again.
 		return false
 	}
-	start := time.Now()
+	e.closeInterrupted(p.step, h.Name, p.action.ID, ok)
+	if ok {
+		p.rec.finish(p.action.ID, store.ActionSucceeded, detail, "")
+		p.rec.event(store.LevelInfo, fmt.Sprintf("host %s off", h.Name), detail)
+		return true
+	}
+	p.rec.finish(p.action.ID, store.ActionFailed, detail, msg)
+	p.rec.event(store.LevelError, fmt.Sprintf("host %s not confirmed off", h.Name), msg)
+	return false
+}
 
+// sequence runs the steps of the power-off and returns what finish takes:
+// whether the host is off, the detail and the failure.
+func (p *hostPowerOff) sequence() (bool, string, string) {
+	e, h := p.e, p.run.h
 	bmcs := e.openBMCAsync(h) // in the background while SSH goes ahead
 	defer bmcs.close()
-
-	// Read the power state first only where it can matter (run.check): a
-	// host a run before a restart may have powered off, or one the warm-up
-	// could not reach over SSH (it may be off already; dialling it again
-	// could take the whole connect timeout).
-	checked := false
-	if run.check {
-		if ctl, err := bmcs.wait(); err == nil {
-			checked = true
-			if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
-				return finish(true, "already Off (BMC)", "")
-			}
-		}
+	checked, off := p.checkFirst(bmcs)
+	if off {
+		return true, "already Off (BMC)", ""
 	}
-
-	sent := prior.sent
+	sent := p.run.prior.sent
 	if sent {
-		rec.event("info", "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
-	} else if ok, wrong := e.sshPowerOff(step, h, run.ssh, rec); wrong != nil {
-		return finish(false, "", thisMachineReason(wrong))
+		p.rec.event(store.LevelInfo, "host "+h.Name+": power-off was sent before the restart; confirming through the BMC")
+	} else if ok, wrong := e.sshPowerOff(p.step, h, p.run.ssh, p.rec); wrong != nil {
+		return false, "", thisMachineReason(wrong)
 	} else {
 		sent = ok
 	}
 	if h.BMC == nil {
 		if sent {
-			return finish(true, "power-off sent over SSH; no BMC to confirm", "")
+			return true, "power-off sent over SSH; no BMC to confirm", ""
 		}
-		return finish(false, "", "SSH power-off failed and no BMC configured")
+		return false, "", "SSH power-off failed and no BMC configured"
 	}
-	ctl, bmcErr := bmcs.wait()
-	if bmcErr != nil {
-		rec.event("warn", fmt.Sprintf("host %s: BMC unreachable", h.Name), bmcErr.Error())
+	ctl, err := bmcs.wait()
+	if err != nil {
+		p.rec.event(store.LevelWarn, fmt.Sprintf("host %s: BMC unreachable", h.Name), err.Error())
 		if sent {
-			return finish(false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: "+bmcErr.Error())
+			return false, "power-off sent over SSH", "BMC unreachable, power-off not confirmed: " + err.Error()
 		}
-		return finish(false, "", "SSH and BMC both failed: "+bmcErr.Error())
+		return false, "", "SSH and BMC both failed: " + err.Error()
 	}
+	return p.confirmOrForce(ctl, sent, checked)
+}
 
+// checkFirst reads the power state before anything is sent, only where it
+// can matter (run.check): a host a run before a restart may have powered
+// off, or one the warm-up could not reach over SSH (it may be off already;
+// dialling it again could take the whole connect timeout). checked says the
+// state was read, off that it read Off.
+func (p *hostPowerOff) checkFirst(bmcs *pendingBMC) (checked, off bool) {
+	if !p.run.check {
+		return false, false
+	}
+	ctl, err := bmcs.wait()
+	if err != nil {
+		return false, false
+	}
+	ps, err := ctl.PowerState(p.e.ctx)
+	return true, err == nil && ps == bmc.Off
+}
+
+// confirmOrForce confirms through the BMC that a host sent the SSH
+// power-off goes Off, else escalates (forceOff). A host SSH could not reach
+// may be off already: never power off through the BMC what is already Off.
+func (p *hostPowerOff) confirmOrForce(ctl PowerController, sent, checked bool) (bool, string, string) {
+	e, h, t := p.e, p.run.h, p.e.r.cfg.Timeouts
 	if sent {
-		if e.confirmOff(step, h, ctl, "bmc-confirm-off", t.HostOff, rec) {
-			return finish(true, fmt.Sprintf("off via SSH after %s", since(start)), "")
+		if e.confirmOff(p.step, h, ctl, store.OpBMCConfirmOff, t.HostOff, p.rec) {
+			return true, fmt.Sprintf("off via SSH after %s", since(p.start)), ""
 		}
 		if e.ctx.Err() != nil {
-			return finish(false, "", "interrupted")
+			return false, "", "interrupted"
 		}
-		rec.event("warn", fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
+		p.rec.event(store.LevelWarn, fmt.Sprintf("host %s still on after %s; escalating to BMC soft off", h.Name, t.HostOff))
 	} else if !checked {
-		// SSH could not reach the host: it may be off already. Never power
-		// off through the BMC what is already Off.
 		if ps, err := ctl.PowerState(e.ctx); err == nil && ps == bmc.Off {
-			return finish(true, "already Off (BMC)", "")
+			return true, "already Off (BMC)", ""
 		}
 	}
-	return finish(e.forceOff(step, h, ctl, start, rec))
+	return e.forceOff(p.step, h, ctl, p.start, p.rec)
 }
 
 // forceOff escalates through the BMC: soft off, then hard off, each
@@ -306,14 +365,14 @@ func (e *exec) forceOff(step store.Step, h config.Host, ctl PowerController, sta
 	if e.ctx.Err() != nil {
 		return false, "", "interrupted"
 	}
-	if e.bmcPower(step, h, "bmc-soft-off", ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-soft-off", t.BMCSoftOff, rec) {
+	if e.bmcPower(step, h, store.OpBMCSoftOff, ctl.SoftOff, rec) && e.confirmOff(step, h, ctl, store.OpBMCConfirmSoftOff, t.BMCSoftOff, rec) {
 		return true, fmt.Sprintf("off via BMC soft off after %s", since(start)), ""
 	}
 	if e.ctx.Err() != nil {
 		return false, "", "interrupted"
 	}
-	rec.event("warn", fmt.Sprintf("host %s still on; BMC hard off", h.Name))
-	if e.bmcPower(step, h, "bmc-hard-off", ctl.HardOff, rec) && e.confirmOff(step, h, ctl, "bmc-confirm-hard-off", t.BMCHardOff, rec) {
+	rec.event(store.LevelWarn, fmt.Sprintf("host %s still on; BMC hard off", h.Name))
+	if e.bmcPower(step, h, store.OpBMCHardOff, ctl.HardOff, rec) && e.confirmOff(step, h, ctl, store.OpBMCConfirmHardOff, t.BMCHardOff, rec) {
 		return true, fmt.Sprintf("off via BMC hard off after %s", since(start)), ""
 	}
 	return false, "", "still on after BMC hard off"
@@ -357,7 +416,7 @@ func (b *bmcLink) PowerState(ctx context.Context) (bmc.PowerState, error) {
 	if oerr != nil {
 		return ps, err
 	}
-	b.e.event("info", fmt.Sprintf("host %s: BMC session opened in advance no longer answers; opened a new one", b.h.Name), err.Error())
+	b.e.event(store.LevelInfo, fmt.Sprintf("host %s: BMC session opened in advance no longer answers; opened a new one", b.h.Name), err.Error())
 	b.ctl.Close(context.WithoutCancel(ctx))
 	b.ctl = fresh
 	return fresh.PowerState(ctx)
@@ -373,7 +432,7 @@ func (b *bmcLink) Close(ctx context.Context) error   { return b.ctl.Close(ctx) }
 // sent, and the caller must not use the BMC either (thisMachineReason).
 func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec *recorder) (sent bool, wrong error) {
 	if a == nil {
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSSHPowerOff}
 		b, err := rec.begin(key, h.SSH.PoweroffCommand)
 		if err != nil {
 			e.log.Error("record action", "err", err)
@@ -394,12 +453,12 @@ func (e *exec) sshPowerOff(step store.Step, h config.Host, a *store.Action, rec 
 	}
 	if dialErr != nil {
 		rec.finish(a.ID, store.ActionFailed, "", "ssh: "+dialErr.Error())
-		rec.event("warn", fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s: SSH failed, going to the BMC", h.Name), dialErr.Error())
 		return false, nil
 	}
 	if err != nil {
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
-		rec.event("warn", fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
+		rec.event(store.LevelWarn, fmt.Sprintf("host %s: power-off command failed", h.Name), err.Error())
 		return false, nil
 	}
 	rec.finish(a.ID, store.ActionSucceeded, "sent: "+h.SSH.PoweroffCommand, "")
@@ -461,8 +520,8 @@ func (p *pendingBMC) close() {
 	}
 }
 
-func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(context.Context) error, rec *recorder) bool {
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+func (e *exec) bmcPower(step store.Step, h config.Host, op store.Operation, f func(context.Context) error, rec *recorder) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetBMC, Target: h.Name, Operation: op}
 	a, err := rec.begin(key, fmt.Sprintf("%s %s", h.BMC.Protocol, h.BMC.Address))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -481,8 +540,8 @@ func (e *exec) bmcPower(step store.Step, h config.Host, op string, f func(contex
 
 // confirmOff polls the BMC until the power state reads Off or the timeout
 // passes.
-func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op string, timeout time.Duration, rec *recorder) bool {
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "bmc", Target: h.Name, Operation: op}
+func (e *exec) confirmOff(step store.Step, h config.Host, ctl PowerController, op store.Operation, timeout time.Duration, rec *recorder) bool {
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetBMC, Target: h.Name, Operation: op}
 	a, err := rec.begin(key, fmt.Sprintf("waiting up to %s for Off", timeout))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -558,7 +617,7 @@ func (e *exec) hostsCheck(step store.Step) (store.StepState, string, error) {
 
 func (e *exec) checkHost(step store.Step, h config.Host) bool {
 	ok := true
-	check := func(kind, op, detail string, f func() (string, error)) {
+	check := func(kind store.TargetKind, op store.Operation, detail string, f func() (string, error)) {
 		if e.ctx.Err() != nil {
 			return // preempted or stopping: checks not started are not results
 		}
@@ -577,7 +636,6 @@ func (e *exec) checkHost(step store.Step, h config.Host) bool {
 		}
 		if err != nil {
 			ok = false
-			e.fail("%s %s %s: %v", kind, h.Name, op, err)
 			e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 			return
 		}

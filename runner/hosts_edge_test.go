@@ -162,7 +162,7 @@ func TestHostStillOnAfterHardOffIsReportedFailed(t *testing.T) {
 	// Each confirmation waited its own timeout before the next stage.
 	var confirms []store.Action
 	for _, a := range f.actions(j.ID) {
-		if a.Target == "compute-01" && strings.HasPrefix(a.Operation, "bmc-confirm") {
+		if a.Target == "compute-01" && a.Operation.ConfirmsOff() {
 			confirms = append(confirms, a)
 		}
 	}

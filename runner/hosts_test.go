@@ -43,7 +43,7 @@ func (f *fixture) actions(jobID int64) []store.Action {
 	return as
 }
 
-func (f *fixture) action(jobID int64, target, op string) store.Action {
+func (f *fixture) action(jobID int64, target string, op store.Operation) store.Action {
 	f.t.Helper()
 	for _, a := range f.actions(jobID) {
 		if a.Target == target && a.Operation == op {

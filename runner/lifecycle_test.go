@@ -352,7 +352,7 @@ func TestSelfPowerOffLeftOpenIsClosedNotResumed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := f.store.BeginAction(ctx, store.ActionKey{JobID: job.ID, StepID: step.ID, TargetKind: "host", Target: "mgmt-01", Operation: "self-poweroff"}, "")
+	a, err := beginAction(ctx, f.store, store.ActionKey{JobID: job.ID, StepID: step.ID, TargetKind: "host", Target: "mgmt-01", Operation: "self-poweroff"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,16 +436,16 @@ func TestHostConfirmedOffBeforeARestartIsNotTriedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := store.ActionKey{JobID: job.ID, StepID: hosts.ID, TargetKind: "host", Target: "compute-01", Operation: "power-off"}
-	hostRow, err := f.store.BeginAction(ctx, key, "")
+	hostRow, err := beginAction(ctx, f.store, key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	key.TargetKind, key.Operation = "bmc", "bmc-confirm-off"
-	confirm, err := f.store.BeginAction(ctx, key, "")
+	confirm, err := beginAction(ctx, f.store, key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.FinishAction(ctx, confirm.ID, store.ActionSucceeded, "Off", ""); err != nil {
+	if err := finishAction(ctx, f.store, confirm.ID, store.ActionSucceeded, "Off", ""); err != nil {
 		t.Fatal(err)
 	}
 	f.resumeToSuccess(job.ID)

@@ -63,9 +63,7 @@ type StoreObserver interface {
 }
 
 // Observers fans calls out to several observers, in order; nil entries are
-// skipped. It returns a pointer: the observer ends up inside wrapped
-// connections (observedConn, observedBMC), and an interface holding a slice
-// would make those panic when compared with ==.
+// skipped.
 func Observers(obs ...Observer) Observer {
 	var list multiObserver
 	for _, o := range obs {
@@ -73,7 +71,7 @@ func Observers(obs ...Observer) Observer {
 			list = append(list, o)
 		}
 	}
-	return &list
+	return list
 }
 
 type multiObserver []Observer
@@ -213,7 +211,7 @@ func (e *exec) jobFinishedHeld(state store.State, msg string) {
 
 // observeDeps wraps the peer openers so that every request is reported to
 // o. Wrapping the seams keeps the engine's code free of metrics calls.
-func observeDeps(d Deps, o Observer) Deps {
+func observeDeps(d deps, o Observer) deps {
 	openCloud, dialHost, openBMC := d.OpenCloud, d.DialHost, d.OpenBMC
 	d.OpenCloud = func(ctx context.Context, cfg config.OpenStack, onRetry func(op string, attempt int, err error)) (Cloud, error) {
 		c, err := openCloud(ctx, cfg, func(op string, attempt int, err error) {

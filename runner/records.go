@@ -36,7 +36,9 @@ func (r *recorder) finish(id int64, state store.ActionState, detail, errMsg stri
 }
 
 // event appends an event to the job's log, on the side.
-func (r *recorder) event(level, msg string, detail ...any) { r.e.event(level, msg, detail...) }
+func (r *recorder) event(level store.Level, msg string, detail ...any) {
+	r.e.event(level, msg, detail...)
+}
 
 // setProgress replaces the job's current_step text, on the side.
 func (r *recorder) setProgress(format string, args ...any) {

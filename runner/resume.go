@@ -29,11 +29,11 @@ func (e *exec) closeInterrupted(step store.Step, host string, keep int64, off bo
 	}
 	var results []store.ActionResult
 	for _, a := range actions {
-		if a.Target != host || a.ID == keep || a.State.Final() || (a.TargetKind != "host" && a.TargetKind != "bmc") {
+		if a.Target != host || a.ID == keep || a.State.Final() || (a.TargetKind != store.TargetHost && a.TargetKind != store.TargetBMC) {
 			continue
 		}
 		r := store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "interrupted by restart"}
-		if off && strings.HasPrefix(a.Operation, "bmc-confirm") {
+		if off && a.Operation.ConfirmsOff() {
 			r = store.ActionResult{ID: a.ID, State: store.ActionSucceeded, Detail: "Off (confirmed after restart)"}
 		}
 		results = append(results, r)
@@ -142,7 +142,7 @@ func (r *Runner) settleInterrupted(ctx context.Context) error {
 	log := r.log.With("job_id", job.ID, "kind", job.Kind)
 	if resume {
 		log.Warn("job interrupted by a restart resumes: same boot, within resume_window", "last_record", last)
-		if err := r.store.AddEvent(ctx, job.ID, "info", "same boot, last record within resume_window: the job goes on", facts); err != nil {
+		if err := r.store.AddEvent(ctx, job.ID, store.LevelInfo, "same boot, last record within resume_window: the job goes on", facts); err != nil {
 			log.Error("add event", "err", err)
 		}
 		return nil

@@ -28,13 +28,27 @@ const (
 	StepHosts     = "hosts"
 )
 
+// jobSteps is the sequence of steps every job runs, in order; stepNames
+// are their names.
+var (
+	jobSteps = []struct {
+		name string
+		run  func(*exec, store.Step) (store.StepState, string, error)
+	}{
+		{StepOpenStack, (*exec).openstackStep},
+		{StepStorage, (*exec).storageStep},
+		{StepHosts, (*exec).hostsStep},
+	}
+	stepNames = []string{StepOpenStack, StepStorage, StepHosts}
+)
+
 // Runner runs one job at a time. The store is the only source of truth: the
 // runner holds no job state across restarts that is not in the database.
 type Runner struct {
 	cfg   *config.Config
 	store *store.Store
 	log   *slog.Logger
-	deps  Deps
+	deps  deps
 	obs   Observer // may be nil
 	// journal writes every record of the jobs, and holds in memory what a
 	// store that cannot be written refuses (runner/internal/journal).
@@ -65,7 +79,6 @@ type Runner struct {
 // Options tune a Runner.
 type Options struct {
 	Logger *slog.Logger
-	Deps   Deps
 	// Observer is told about jobs, steps and peer requests (metrics,
 	// notifications); nil means nobody.
 	Observer Observer
@@ -82,7 +95,6 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts.Deps.fill()
 	boot, err := ReadBootID(cmp.Or(opts.BootIDFile, DefaultBootIDFile))
 	if err != nil {
 		log.Error("this machine's boot id is unknown: a job interrupted by a restart will not resume", "err", err)
@@ -94,11 +106,12 @@ func New(cfg *config.Config, st *store.Store, opts Options) *Runner {
 		jobs = so
 	}
 	r.journal = journal.New(st, journal.Options{Logger: log, Observer: jobs})
-	countStops(&opts.Deps, &r.nova)
+	d := realDeps()
+	countStops(&d, &r.nova)
 	if opts.Observer != nil {
-		opts.Deps = observeDeps(opts.Deps, opts.Observer)
+		d = observeDeps(d, opts.Observer)
 	}
-	r.deps = opts.Deps
+	r.deps = d
 	return r
 }
 
@@ -219,47 +232,6 @@ type exec struct {
 	// stopWatch ends the goroutine that watches the store for preemption
 	// and cancel requests; finish calls it before writing the final state.
 	stopWatch func()
-
-	mu       sync.Mutex
-	failures []string
-}
-
-func (e *exec) fail(format string, args ...any) {
-	e.mu.Lock()
-	e.failures = append(e.failures, fmt.Sprintf(format, args...))
-	e.mu.Unlock()
-}
-
-// failFromRecords adds a failed step's failed targets, as the store holds
-// them, to the job's failures; a step with none is named with why instead.
-// Only outcomes count: a host's failed SSH power-off or BMC confirmation
-// that its escalation then made good is not a failure of the host.
-func (e *exec) failFromRecords(st store.Step, why string) {
-	as, err := e.jr.StepActions(e.db(), st.ID)
-	if err != nil {
-		e.log.Error("read step actions", "step", st.Name, "err", err)
-	}
-	n := 0
-	for _, a := range as {
-		if a.State != store.ActionFailed || a.TargetKind == "bmc" || a.Operation == "ssh-poweroff" {
-			continue
-		}
-		target := a.Target
-		if a.TargetID != "" {
-			target += " (" + a.TargetID + ")"
-		}
-		e.fail("%s %s: %s", a.TargetKind, target, cmp.Or(a.Error, "failed"))
-		n++
-	}
-	if n == 0 {
-		e.fail("step %s: %s", st.Name, why)
-	}
-}
-
-func (e *exec) failureCount() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.failures)
 }
 
 // safePoint reports whether the job should stop before its next action.
@@ -269,7 +241,7 @@ func (e *exec) stopping() bool { return e.cancelled.Load() || e.ctx.Err() != nil
 // record of an action that happened is never lost to a cancelled context.
 func (e *exec) db() context.Context { return context.WithoutCancel(e.ctx) }
 
-func (e *exec) event(level, msg string, detail ...any) {
+func (e *exec) event(level store.Level, msg string, detail ...any) {
 	d := ""
 	if len(detail) > 0 {
 		d = fmt.Sprint(detail...)
@@ -294,7 +266,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	}
 	// The store records "job started" and every state change itself.
 	if e.resumed {
-		e.event("warn", "job resumed after restart")
+		e.event(store.LevelWarn, "job resumed after restart")
 	}
 	e.log.Info("job started", "resumed", e.resumed)
 	e.jobStarted()
@@ -306,53 +278,43 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	e.stopWatch = r.startWatch(e, cancel)
 	defer e.stopWatch()
 
-	steps := []jobStep{
-		{StepOpenStack, "OpenStack VMs", (*exec).openstackStep},
-		{StepStorage, "storage", (*exec).storageStep},
-		{StepHosts, "hosts", (*exec).hostsStep},
+	if !e.runSteps(parent) || parent.Err() != nil {
+		return // service stopping; resume (shutdown) or fail (simulation) at next start
 	}
-	if job.Kind == store.KindStartup {
-		steps = startupSteps
-	}
-	for i, s := range steps {
+	r.finish(e)
+}
+
+// runSteps runs the job's steps in order until one is cancelled or the
+// job stops. It reports false when the service is stopping (parent ended)
+// mid-step: the step is left running, so a shutdown resumes it.
+func (e *exec) runSteps(parent context.Context) bool {
+	for i, s := range e.steps() {
 		if e.stopping() {
-			break
+			return true
 		}
 		st, err := e.jr.EnsureStep(e.db(), i+1, s.name)
 		if err != nil {
-			e.fail("step %s: %v", s.name, err)
+			// The job fails: finish finds no record of this step.
 			e.log.Error("ensure step", "step", s.name, "err", err)
-			break
+			return true
 		}
 		if st.State.Final() {
-			// Done before a restart; its failure still counts, or the
-			// resumed job would end succeeded with a failed step.
-			if st.State == store.StepFailed {
-				e.failFromRecords(st, "before the restart: "+cmp.Or(st.Error, st.Detail, "failed"))
-			}
+			// Done before a restart; finish reads its outcome from the
+			// store like any other step's.
 			continue
 		}
 		if err := e.jr.StartStep(st.ID); err != nil {
 			e.log.Error("start step", "step", s.name, "err", err)
 		}
-		failuresBefore := e.failureCount()
 		state, detail, err := s.run(e, st)
 		msg := ""
 		if err != nil {
 			msg = err.Error()
 		}
-		if state == store.StepFailed && e.failureCount() == failuresBefore {
-			// The step failed without naming a target here (targets that
-			// had failed before a restart, or a store error): the job
-			// fails too, naming what the store says failed.
-			e.failFromRecords(st, cmp.Or(msg, detail, "failed"))
-		}
 		if e.ctx.Err() != nil && state != store.StepSucceeded && state != store.StepSkipped {
 			if parent.Err() != nil {
-				// The service is stopping: leave the step running so a
-				// shutdown resumes it after restart.
 				e.log.Warn("service stopping; job left to resume", "step", s.name)
-				return
+				return false
 			}
 			state = store.StepCancelled
 		}
@@ -362,52 +324,27 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 		e.event(levelFor(state), fmt.Sprintf("step %s %s", s.name, state), detail)
 		e.stepFinished(st.ID)
 	}
-	if parent.Err() != nil {
-		return // service stopping; resume (shutdown) or fail (simulation) at next start
-	}
-	r.finish(e)
+	return true
 }
 
-// finish writes the job's final state, then powers off self hosts, which
+// finish writes the job's final state, then powers off the self host, which
 // must come last: after this, nothing of ours may still need the machine.
+// The state is decided from what the store holds (failures).
 func (r *Runner) finish(e *exec) {
-	state, msg := store.StateSucceeded, ""
-	e.mu.Lock()
-	failures := append([]string(nil), e.failures...)
-	e.mu.Unlock()
-	var selfHosts []config.Host
-	if e.job.Kind == store.KindShutdown {
-		selfHosts = r.cfg.SelfHosts()
+	self, hasSelf := r.cfg.Self()
+	hasSelf = hasSelf && e.job.Kind == store.KindShutdown
+	var selfName string
+	if hasSelf {
+		selfName = self.Name
 	}
-	switch {
-	case e.ctx.Err() != nil:
-		// Preempted or superseded: the store already holds the final
-		// state and why.
-		state, msg = store.StateCancelled, "preempted"
-		if j, err := r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
-			msg = j.Error
-		}
-	case e.cancelled.Load() && len(selfHosts) > 0:
-		// The self power-off is still to come, and a cancel stops it: work
-		// was left undone, so the job is cancelled even if every step ran.
-		state, msg = store.StateCancelled, "cancelled by request before this machine ("+hostNames(selfHosts)+") was powered off"
-		if len(failures) > 0 {
-			msg += "; " + summarize(failures)
-		}
-	case e.cancelled.Load() && !e.cancelTooLate():
-		state, msg = store.StateCancelled, "cancelled by request"
-		if len(failures) > 0 {
-			msg += "; " + summarize(failures)
-		}
-	case len(failures) > 0:
-		state, msg = store.StateFailed, summarize(failures)
-	}
+	state, msg := e.outcome(selfName)
 	if state == store.StateCancelled {
 		e.closeOpen(msg)
 	}
-	var selfActions []store.Action
-	if state != store.StateCancelled && len(selfHosts) > 0 {
-		selfActions = e.prepareSelf(selfHosts)
+	var selfAction store.Action
+	sendSelf := false
+	if state != store.StateCancelled && hasSelf {
+		selfAction, sendSelf = e.prepareSelf(self)
 	}
 	e.settleDeadline(state)
 	e.jr.Progress("")
@@ -433,11 +370,45 @@ func (r *Runner) finish(e *exec) {
 		e.log.Info("job finished", "state", state, "error", msg)
 		e.jobFinished()
 	}
-	if len(selfActions) > 0 && !e.cancelArrivedBeforeFinal(selfActions) {
+	if sendSelf && !e.cancelArrivedBeforeFinal(selfAction) {
 		r.selfDownJob.Store(e.job.ID)
 		e.drainObservers()
-		e.powerOffSelf(selfHosts, selfActions)
+		e.powerOffSelf(self, selfAction)
 	}
+}
+
+// outcome decides the job's final state and its error text from what the
+// store holds (failures) and how the job ended.
+// self names the machine running us when the job would power it off ("":
+// it would not).
+func (e *exec) outcome(self string) (store.State, string) {
+	if e.ctx.Err() != nil {
+		// Preempted or superseded: the store already holds the final
+		// state and why.
+		msg := "preempted"
+		if j, err := e.r.store.Job(e.db(), e.job.ID); err == nil && j.Error != "" {
+			msg = j.Error
+		}
+		return store.StateCancelled, msg
+	}
+	failures := e.failures()
+	withFailures := func(msg string) string {
+		if len(failures) > 0 {
+			msg += "; " + summarize(failures)
+		}
+		return msg
+	}
+	switch {
+	case e.cancelled.Load() && self != "":
+		// The self power-off is still to come, and a cancel stops it: work
+		// was left undone, so the job is cancelled even if every step ran.
+		return store.StateCancelled, withFailures("cancelled by request before this machine (" + self + ") was powered off")
+	case e.cancelled.Load() && !e.cancelTooLate():
+		return store.StateCancelled, withFailures("cancelled by request")
+	case len(failures) > 0:
+		return store.StateFailed, summarize(failures)
+	}
+	return store.StateSucceeded, ""
 }
 
 // start opens the job's journal and moves the job to running. A start the
@@ -528,7 +499,7 @@ func (e *exec) drainObservers() {
 	ctx, cancel := context.WithTimeout(e.db(), selfDrainWait)
 	defer cancel()
 	if n := d.Drain(ctx); n > 0 {
-		e.event("warn", fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, selfDrainWait))
+		e.event(store.LevelWarn, fmt.Sprintf("%d notifications still undelivered after %s; powering off this machine anyway", n, selfDrainWait))
 	}
 }
 
@@ -537,7 +508,7 @@ func (e *exec) drainObservers() {
 // written (the store takes no cancel request for a final job, so this read
 // is the last word). The self power-off is then not sent: its actions are
 // recorded as skipped, with an event.
-func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
+func (e *exec) cancelArrivedBeforeFinal(selfAction store.Action) bool {
 	j, err := e.r.store.Job(e.db(), e.job.ID)
 	if err != nil {
 		e.log.Error("re-read job before self power-off", "err", err)
@@ -546,19 +517,9 @@ func (e *exec) cancelArrivedBeforeFinal(selfActions []store.Action) bool {
 	if !j.CancelRequested {
 		return false
 	}
-	for _, a := range selfActions {
-		e.finishAction(a.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
-	}
-	e.event("warn", "cancel requested as the job ended; this machine is not powered off")
+	e.finishAction(selfAction.ID, store.ActionSkipped, "not sent: cancel requested before this machine was powered off", "")
+	e.event(store.LevelWarn, "cancel requested as the job ended; this machine is not powered off")
 	return true
-}
-
-func hostNames(hosts []config.Host) string {
-	names := make([]string, len(hosts))
-	for i, h := range hosts {
-		names[i] = h.Name
-	}
-	return strings.Join(names, ", ")
 }
 
 // startWatch runs watch until the returned stop function is called; stop
@@ -609,19 +570,19 @@ func (r *Runner) watch(e *exec, cancel context.CancelFunc, done <-chan struct{})
 		}
 		if j.CancelRequested && !e.cancelled.Load() {
 			e.cancelled.Store(true)
-			e.event("warn", "cancel requested; stopping at the next safe point")
+			e.event(store.LevelWarn, "cancel requested; stopping at the next safe point")
 		}
 	}
 }
 
-func levelFor(s store.StepState) string {
+func levelFor(s store.StepState) store.Level {
 	switch s {
 	case store.StepFailed:
-		return "error"
+		return store.LevelError
 	case store.StepCancelled:
-		return "warn"
+		return store.LevelWarn
 	}
-	return "info"
+	return store.LevelInfo
 }
 
 // summarize joins failures into the job's error text; long lists are cut so

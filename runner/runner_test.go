@@ -122,7 +122,7 @@ func (f *fixture) job(id int64) store.Job {
 	return j
 }
 
-func (f *fixture) countActions(id int64, kind string, state store.ActionState) int {
+func (f *fixture) countActions(id int64, kind store.TargetKind, state store.ActionState) int {
 	as, err := f.store.Actions(context.Background(), id)
 	if err != nil {
 		f.t.Fatal(err)

@@ -10,56 +10,43 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// prepareSelf records the self hosts' power-off before the job's final
+// prepareSelf records the self host's power-off before the job's final
 // state is written, so the record exists even though the machine running
 // us goes down right after.
 //
 // Only after the hosts step ran to its end (succeeded, or failed for some
 // hosts): a job that never got there (a store error ended it early) must not
 // take down the machine an operator needs while the site's hosts are up.
-func (e *exec) prepareSelf(hosts []config.Host) []store.Action {
+func (e *exec) prepareSelf(h config.Host) (store.Action, bool) {
 	steps, err := e.jr.Steps(e.db())
 	if err != nil {
 		e.log.Error("read steps for self power-off", "err", err)
-		return nil
+		return store.Action{}, false
 	}
 	i := slices.IndexFunc(steps, func(s store.Step) bool { return s.Name == StepHosts })
 	if i < 0 || (steps[i].State != store.StepSucceeded && steps[i].State != store.StepFailed) {
-		e.event("error", "this machine is not powered off: the hosts step did not run to its end", "")
-		return nil
+		e.event(store.LevelError, "this machine is not powered off: the hosts step did not run to its end", "")
+		return store.Action{}, false
 	}
-	step := steps[i]
-	var out []store.Action
-	for _, h := range hosts {
-		key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "host", Target: h.Name, Operation: "self-poweroff"}
-		a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
-		if err != nil {
-			e.log.Error("record self action", "err", err)
-			continue
-		}
-		out = append(out, a)
+	key := store.ActionKey{JobID: e.job.ID, StepID: steps[i].ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSelfPowerOff}
+	a, err := e.jr.Begin(key, "this machine: powered off after the job's final state is written")
+	if err != nil {
+		e.log.Error("record self action", "err", err)
+		return store.Action{}, false
 	}
-	return out
+	return a, true
 }
 
 // powerOffSelf powers off the machine running shutdownd, last (see
-// selfPowerOff for one host). The job is final by now. If this machine is
+// selfPowerOff). The job is final by now. If this machine is
 // still up when every way of powering it off has failed, the power-off is
 // over: the service goes back to normal work, so that the next trigger
 // starts a new job instead of being answered with this one.
-func (e *exec) powerOffSelf(hosts []config.Host, actions []store.Action) {
-	down := true
-	for i, h := range hosts {
-		if i >= len(actions) {
-			break
-		}
-		s := &selfPowerOff{e: e, h: h, action: actions[i], step: store.Step{ID: actions[i].StepID, JobID: e.job.ID},
-			rec: newRecorder(e), start: time.Now()}
-		if !s.run() {
-			down = false
-		}
-		s.rec.wait()
-	}
+func (e *exec) powerOffSelf(h config.Host, action store.Action) {
+	s := &selfPowerOff{e: e, h: h, action: action, step: store.Step{ID: action.StepID, JobID: e.job.ID},
+		rec: newRecorder(e), start: time.Now()}
+	down := s.run()
+	s.rec.wait()
 	if !down {
 		e.r.selfDownJob.Store(0)
 		e.log.Error("this machine was not powered off; the service goes back to normal work")
@@ -106,13 +93,13 @@ func (s *selfPowerOff) run() bool {
 	sent := s.ssh()
 	s.openBMC()
 	if sent {
-		switch s.await("bmc-confirm-off", e.r.cfg.Timeouts.HostOff) {
+		switch s.await(store.OpBMCConfirmOff, e.r.cfg.Timeouts.HostOff) {
 		case selfOff:
 			return s.done("Off (BMC) after the power-off command, " + since(s.start).String())
 		case selfStopping:
 			return s.done(s.stoppingDetail())
 		}
-		s.rec.event("warn", fmt.Sprintf("this machine (%s) still runs %s after its power-off command", h.Name, e.r.cfg.Timeouts.HostOff))
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s) still runs %s after its power-off command", h.Name, e.r.cfg.Timeouts.HostOff))
 	}
 	if s.ctl == nil {
 		why := fmt.Sprintf("still running %s after the power-off command, and no BMC to force it", e.r.cfg.Timeouts.HostOff)
@@ -122,12 +109,12 @@ func (s *selfPowerOff) run() bool {
 		return s.failed(why)
 	}
 	for _, o := range []struct {
-		op, confirm string
+		op, confirm store.Operation
 		f           func(context.Context) error
 		timeout     time.Duration
 	}{
-		{"bmc-soft-off", "bmc-confirm-soft-off", s.ctl.SoftOff, e.r.cfg.Timeouts.BMCSoftOff},
-		{"bmc-hard-off", "bmc-confirm-hard-off", s.ctl.HardOff, e.r.cfg.Timeouts.BMCHardOff},
+		{store.OpBMCSoftOff, store.OpBMCConfirmSoftOff, s.ctl.SoftOff, e.r.cfg.Timeouts.BMCSoftOff},
+		{store.OpBMCHardOff, store.OpBMCConfirmHardOff, s.ctl.HardOff, e.r.cfg.Timeouts.BMCHardOff},
 	} {
 		if e.bmcPower(s.step, h, o.op, o.f, s.rec) {
 			switch s.await(o.confirm, o.timeout) {
@@ -148,7 +135,7 @@ func (s *selfPowerOff) run() bool {
 // connect and command timeouts bound it. It reports whether it was sent.
 func (s *selfPowerOff) ssh() bool {
 	e, h := s.e, s.h
-	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: "host", Target: h.Name, Operation: "ssh-poweroff"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: store.TargetHost, Target: h.Name, Operation: store.OpSSHPowerOff}
 	a, err := s.rec.begin(key, h.SSH.PoweroffCommand)
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -163,7 +150,7 @@ func (s *selfPowerOff) ssh() bool {
 		if a.ID != 0 {
 			s.rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		}
-		s.rec.event("warn", fmt.Sprintf("this machine (%s): SSH power-off failed", h.Name), err.Error())
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s): SSH power-off failed", h.Name), err.Error())
 		return false
 	}
 	if a.ID != 0 {
@@ -180,7 +167,7 @@ func (s *selfPowerOff) openBMC() {
 	}
 	c, err := s.e.r.deps.OpenBMC(s.e.ctx, s.h)
 	if err != nil {
-		s.rec.event("warn", fmt.Sprintf("this machine (%s): BMC unreachable", s.h.Name), err.Error())
+		s.rec.event(store.LevelWarn, fmt.Sprintf("this machine (%s): BMC unreachable", s.h.Name), err.Error())
 		return
 	}
 	s.ctl = &bmcLink{e: s.e, h: s.h, ctl: c}
@@ -190,7 +177,7 @@ func (s *selfPowerOff) openBMC() {
 // Off (confirmation op), or this service being stopped. Without a BMC
 // session only the latter can end it early; the wait is then recorded as
 // a host action of its own.
-func (s *selfPowerOff) await(op string, timeout time.Duration) selfWait {
+func (s *selfPowerOff) await(op store.Operation, timeout time.Duration) selfWait {
 	e := s.e
 	if s.ctl != nil {
 		if e.confirmOff(s.step, s.h, s.ctl, op, timeout, s.rec) {
@@ -201,7 +188,7 @@ func (s *selfPowerOff) await(op string, timeout time.Duration) selfWait {
 		}
 		return selfStillUp
 	}
-	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: "host", Target: s.h.Name, Operation: "await-down"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: s.step.ID, TargetKind: store.TargetHost, Target: s.h.Name, Operation: store.OpAwaitDown}
 	a, err := s.rec.begin(key, fmt.Sprintf("waiting up to %s for this machine to go down", timeout))
 	if err != nil {
 		e.log.Error("record action", "err", err)
@@ -230,14 +217,14 @@ func (s *selfPowerOff) done(detail string) bool {
 		return store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not awaited: " + detail}
 	})
 	s.rec.finish(s.action.ID, store.ActionSucceeded, detail, "")
-	s.rec.event("info", fmt.Sprintf("this machine (%s) is going down", s.h.Name), detail)
+	s.rec.event(store.LevelInfo, fmt.Sprintf("this machine (%s) is going down", s.h.Name), detail)
 	return true
 }
 
 // failed records that this machine was not powered off, and why.
 func (s *selfPowerOff) failed(why string) bool {
 	s.rec.finish(s.action.ID, store.ActionFailed, "", why)
-	s.rec.event("error", fmt.Sprintf("this machine (%s) was not powered off; the service goes back to normal work", s.h.Name), why)
+	s.rec.event(store.LevelError, fmt.Sprintf("this machine (%s) was not powered off; the service goes back to normal work", s.h.Name), why)
 	return false
 }
 

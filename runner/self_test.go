@@ -16,6 +16,9 @@ func selfSiteWith(t *testing.T, spec sitesim.HostSpec) *fixture {
 	return newFixture(t, func(o *sitesim.Options) {
 		o.Hosts = []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}, spec}
 		o.Storage = "none"
+		if spec.SudoDenied {
+			o.User = "ops" // sudo asks root for nothing: a refusal needs another user
+		}
 	})
 }
 
@@ -38,8 +41,8 @@ func (f *fixture) selfOutcome(jobID int64) (store.Job, store.Action) {
 	return f.job(jobID), self
 }
 
-func (f *fixture) ops(jobID int64, host string) map[string]store.Action {
-	out := map[string]store.Action{}
+func (f *fixture) ops(jobID int64, host string) map[store.Operation]store.Action {
+	out := map[store.Operation]store.Action{}
 	for _, a := range f.actions(jobID) {
 		if a.Target == host {
 			out[a.Operation] = a
@@ -63,7 +66,7 @@ func TestSelfHostThatStaysUpIsPoweredOffByItsBMC(t *testing.T) {
 		t.Fatalf("self power-off %s %q %q; want succeeded through bmc-soft-off", self.State, self.Detail, self.Error)
 	}
 	ops := f.ops(job.ID, "mgmt-01")
-	for op, want := range map[string]store.ActionState{"ssh-poweroff": store.ActionSucceeded, "bmc-confirm-off": store.ActionFailed,
+	for op, want := range map[store.Operation]store.ActionState{"ssh-poweroff": store.ActionSucceeded, "bmc-confirm-off": store.ActionFailed,
 		"bmc-soft-off": store.ActionSucceeded, "bmc-confirm-soft-off": store.ActionSucceeded} {
 		if ops[op].State != want {
 			t.Errorf("%s: %s, want %s", op, ops[op].State, want)

@@ -8,22 +8,31 @@ import (
 	"github.com/edgeops/shutdownd/store"
 )
 
-// jobStep is one step of a job: its name in the store, its title, and
-// what runs it.
-type jobStep struct {
-	name  string
-	title string
-	run   func(*exec, store.Step) (store.StepState, string, error)
+// jobStep is one step of a job: its name in the store and what runs it
+// (the element type of jobSteps).
+type jobStep = struct {
+	name string
+	run  func(*exec, store.Step) (store.StepState, string, error)
 }
 
 // startupSteps are a startup's steps, the shutdown's in reverse: hosts on
 // (control, storage, compute), storage unfrozen once its hosts answer,
 // then the VMs once their compute services are back. The step names are
-// the shutdown's, so the history page and the audit read them alike.
+// the shutdown's (stepNames), so the history page, the audit and the
+// outcome read them alike.
 var startupSteps = []jobStep{
-	{StepHosts, "hosts", (*exec).startHostsStep},
-	{StepStorage, "storage", (*exec).startStorageStep},
-	{StepOpenStack, "OpenStack VMs", (*exec).startVMsStep},
+	{StepHosts, (*exec).startHostsStep},
+	{StepStorage, (*exec).startStorageStep},
+	{StepOpenStack, (*exec).startVMsStep},
+}
+
+// steps is the job's sequence: a startup's, or the one every other kind
+// runs.
+func (e *exec) steps() []jobStep {
+	if e.job.Kind == store.KindStartup {
+		return startupSteps
+	}
+	return jobSteps
 }
 
 // Action operations of a startup, as stored in actions.operation.

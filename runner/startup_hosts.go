@@ -117,7 +117,6 @@ func (e *exec) startHost(step store.Step, h config.Host, read *powerRead, sent f
 		sent()
 		closeRead(e, read)
 		e.log.Error("record action", "err", err)
-		e.fail("host %s: record action: %v", h.Name, err)
 		return false
 	}
 	start := time.Now()
@@ -143,7 +142,6 @@ func (e *exec) startHost(step store.Step, h config.Host, read *powerRead, sent f
 		msg = fmt.Sprintf("BMC does not answer (%v); %s", bmcErr, msg)
 	}
 	rec.finish(a.ID, store.ActionFailed, "", msg)
-	e.fail("host %s: %s", h.Name, msg)
 	return false
 }
 

@@ -151,7 +151,6 @@ func (e *exec) cephNotReady(detail string, err error) (store.StepState, string, 
 		return store.StepCancelled, detail, err
 	}
 	msg := fmt.Sprintf("%v; %v left set", err, config.CephLateUnset)
-	e.fail("storage: %s", msg)
 	return store.StepFailed, detail, fmt.Errorf("%s", msg)
 }
 

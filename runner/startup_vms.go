@@ -47,7 +47,6 @@ func (e *exec) startVMsStep(step store.Step) (store.StepState, string, error) {
 			msg := "not started: " + err.Error()
 			recs[i] = store.ActionRecord{Key: store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "vm",
 				Target: v.Name, TargetID: v.ID, Operation: opOSStart}, State: store.ActionFailed, Error: msg}
-			e.fail("vm %s (%s): %s", v.Name, v.ID, msg)
 		}
 		if rerr := e.jr.Record(recs); rerr != nil {
 			e.log.Error("record vm actions", "err", rerr)
@@ -243,7 +242,6 @@ func (s *vmStarter) decide(v store.StoppedVM, sv openstack.Server, listed bool) 
 	if why, ok := s.down[sv.Host]; ok {
 		s.counts.failed++
 		msg := fmt.Sprintf("not started: compute host %s: %s", sv.Host, why)
-		s.e.fail("vm %s (%s): %s", v.Name, v.ID, msg)
 		return store.ActionFailed, msg
 	}
 	return "", ""
@@ -367,7 +365,6 @@ func (s *vmStarter) result(restored int64) (store.StepState, string, error) {
 		}
 		msg := cmp.Or(st.err, fmt.Sprintf("not ACTIVE after %s", e.r.cfg.OpenStack.StopTimeout))
 		results = append(results, store.ActionResult{ID: st.actionID, State: store.ActionFailed, Error: msg})
-		e.fail("vm %s (%s): %s", st.vm.Name, st.vm.ID, msg)
 		s.counts.failed++
 	}
 	if len(results) > 0 {

@@ -38,14 +38,13 @@ func (e *exec) storageCheck(step store.Step) (store.StepState, string, error) {
 	if !ok {
 		return store.StepFailed, "", fmt.Errorf("storage host %s not configured", hostName)
 	}
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: hostName, Operation: "check-storage-health"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetStorage, Target: hostName, Operation: store.OpCheckStorageHealth}
 	a, err := e.jr.Begin(key, st.HealthCommand)
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
 	}
 	out, err := e.runOn(h, st.HealthCommand)
 	if err != nil {
-		e.fail("storage health on %s: %v", hostName, err)
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		return store.StepFailed, "", err
 	}
@@ -71,122 +70,182 @@ func (e *exec) storageStop(step store.Step) (store.StepState, string, error) {
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
 	}
-	done := map[string]bool{}
-	for _, a := range prior {
-		if a.State == store.ActionSucceeded {
-			done[a.Target+"\x00"+a.TargetID] = true
-		}
+	s := &storageRun{e: e, step: step, total: len(plan), done: succeededCommands(prior), rec: newRecorder(e), down: &unreachableHosts{}}
+	defer s.rec.wait()
+	serial, parallel := splitPlan(e.r.cfg.Storage.Type, plan)
+	if out := s.runSerial(serial); out != nil {
+		return out.state, out.detail, out.err
 	}
-	serial, parallel := plan, []config.StorageCommand(nil)
-	if e.r.cfg.Storage.Type == config.StorageCeph {
-		n := len(config.CephFlags)
-		for n < len(plan) && plan[n].Command != config.CephStopCommand {
-			n++ // never: Plan puts the flags first
-		}
-		serial, parallel = plan[:n], plan[n:]
+	if out := s.runParallel(parallel); out != nil {
+		return out.state, out.detail, out.err
 	}
-	var failed, finished atomic.Int64
-	down := &unreachableHosts{}
-	rec := newRecorder(e)
-	defer rec.wait()
-	interrupted := func() (store.StepState, string, error) {
-		// The service is stopping: the outcome of what was in flight is
-		// unknown, so those actions stay running and the resumed job runs
-		// them again (every storage command is idempotent).
-		return store.StepCancelled, fmt.Sprintf("%d/%d commands run", finished.Load(), len(plan)), e.ctx.Err()
-	}
-	for i, c := range serial {
-		if e.stopping() {
-			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", i, len(plan)), errCancelled
-		}
-		rec.setProgress("Stopping storage (%d/%d commands): %s on %s", i, len(plan), c.Command, c.Host)
-		if done[c.Host+"\x00"+c.Command] {
-			finished.Add(1)
-			continue
-		}
-		switch r, err := e.storageCommand(step, c, nil, rec, down); r {
-		case cmdRecordFailed:
-			return store.StepFailed, "", err
-		case cmdInterrupted:
-			return interrupted()
-		case cmdFailed:
-			failed.Add(1)
-		}
-		finished.Add(1)
-	}
-	if len(parallel) > 0 {
-		rec.setProgress("Stopping storage (%d/%d commands): %s on %d hosts at once", finished.Load(), len(plan), config.CephStopCommand, len(parallel))
-		var (
-			wg        sync.WaitGroup
-			sem       = make(chan struct{}, storageParallel)
-			recordErr atomic.Pointer[error]
-			stopped   atomic.Bool
-			cancelled bool
-		)
-		var todo []config.StorageCommand
-		for _, c := range parallel {
-			if done[c.Host+"\x00"+c.Command] {
-				finished.Add(1)
-				continue
-			}
-			todo = append(todo, c)
-		}
-		// One transaction records every stop before the first is sent,
-		// rather than one commit per host queued behind the others.
-		begun := e.beginStorage(step, todo, rec)
-		var skipped []store.ActionResult
-		for i, c := range todo {
-			sem <- struct{}{}
-			if e.stopping() {
-				<-sem
-				cancelled = true
-				for _, a := range begun[i:] {
-					if a != nil {
-						skipped = append(skipped, store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not run: job cancelled"})
-					}
-				}
-				break
-			}
-			wg.Add(1)
-			go func(c config.StorageCommand, a *store.Action) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				switch r, err := e.storageCommand(step, c, a, rec, down); r {
-				case cmdRecordFailed:
-					recordErr.CompareAndSwap(nil, &err)
-					return
-				case cmdInterrupted:
-					stopped.Store(true)
-					return
-				case cmdFailed:
-					failed.Add(1)
-				}
-				n := finished.Add(1)
-				rec.setProgress("Stopping storage (%d/%d commands): %s on %d hosts at once", n, len(plan), config.CephStopCommand, len(parallel))
-			}(c, begun[i])
-		}
-		wg.Wait()
-		rec.wait() // before anything else writes progress
-		if len(skipped) > 0 {
-			if err := e.jr.Finish(skipped...); err != nil {
-				e.log.Error("finish skipped storage actions", "err", err)
-			}
-		}
-		switch {
-		case recordErr.Load() != nil:
-			return store.StepFailed, "", *recordErr.Load()
-		case stopped.Load():
-			return interrupted()
-		case cancelled:
-			return store.StepCancelled, fmt.Sprintf("%d/%d commands run", finished.Load(), len(plan)), errCancelled
-		}
-	}
-	detail := fmt.Sprintf("%d/%d commands succeeded", len(plan)-int(failed.Load()), len(plan))
-	rec.setProgress("Stopping storage (%d/%d commands)", len(plan), len(plan))
-	if n := failed.Load(); n > 0 {
+	detail := fmt.Sprintf("%d/%d commands succeeded", len(plan)-int(s.failed.Load()), len(plan))
+	s.rec.setProgress("Stopping storage (%d/%d commands)", len(plan), len(plan))
+	if n := s.failed.Load(); n > 0 {
 		return store.StepFailed, detail, fmt.Errorf("%d storage commands failed", n)
 	}
 	return store.StepSucceeded, detail, nil
+}
+
+// storageRun is one run of a shutdown's storage step.
+type storageRun struct {
+	e     *exec
+	step  store.Step
+	total int             // commands in the plan
+	done  map[string]bool // commands that succeeded before a restart (commandKey)
+	rec   *recorder
+	down  *unreachableHosts
+
+	failed, finished atomic.Int64
+}
+
+// commandKey names a storage command on its host.
+func commandKey(host, command string) string { return host + "\x00" + command }
+
+// succeededCommands are the commands a run before a restart completed:
+// they are not run again.
+func succeededCommands(prior []store.Action) map[string]bool {
+	done := map[string]bool{}
+	for _, a := range prior {
+		if a.State == store.ActionSucceeded {
+			done[commandKey(a.Target, a.TargetID)] = true
+		}
+	}
+	return done
+}
+
+// splitPlan separates what runs in order (the Ceph flags, or a whole
+// `commands` plan) from what runs at once (ceph.target's stop on every
+// storage host).
+func splitPlan(typ string, plan []config.StorageCommand) (serial, parallel []config.StorageCommand) {
+	if typ != config.StorageCeph {
+		return plan, nil
+	}
+	n := len(config.CephFlags)
+	for n < len(plan) && plan[n].Command != config.CephStopCommand {
+		n++ // never: Plan puts the flags first
+	}
+	n = min(n, len(plan))
+	return plan[:n], plan[n:]
+}
+
+// commandsRun is the detail of a step that ended before its last command.
+func (s *storageRun) commandsRun(n int64) string {
+	return fmt.Sprintf("%d/%d commands run", n, s.total)
+}
+
+// interrupted is the outcome when the service is stopping: the outcome of
+// what was in flight is unknown, so those actions stay running and the
+// resumed job runs them again (every storage command is idempotent).
+func (s *storageRun) interrupted() *stepOutcome {
+	return &stepOutcome{store.StepCancelled, s.commandsRun(s.finished.Load()), s.e.ctx.Err()}
+}
+
+// runSerial runs cmds one after the other. It returns the step's outcome
+// when the step ends here.
+func (s *storageRun) runSerial(cmds []config.StorageCommand) *stepOutcome {
+	for i, c := range cmds {
+		if s.e.stopping() {
+			return &stepOutcome{store.StepCancelled, s.commandsRun(int64(i)), errCancelled}
+		}
+		s.rec.setProgress("Stopping storage (%d/%d commands): %s on %s", i, s.total, c.Command, c.Host)
+		if s.done[commandKey(c.Host, c.Command)] {
+			s.finished.Add(1)
+			continue
+		}
+		switch r, err := s.e.storageCommand(s.step, c, nil, s.rec, s.down); r {
+		case cmdRecordFailed:
+			return &stepOutcome{store.StepFailed, "", err}
+		case cmdInterrupted:
+			return s.interrupted()
+		case cmdFailed:
+			s.failed.Add(1)
+		}
+		s.finished.Add(1)
+	}
+	return nil
+}
+
+// runParallel runs cmds at once, at most storageParallel at a time. One
+// transaction records every command before the first is sent, rather than
+// one commit per host queued behind the others. It returns the step's
+// outcome when the step ends here.
+func (s *storageRun) runParallel(cmds []config.StorageCommand) *stepOutcome {
+	if len(cmds) == 0 {
+		return nil
+	}
+	s.progressParallel(len(cmds))
+	var todo []config.StorageCommand
+	for _, c := range cmds {
+		if s.done[commandKey(c.Host, c.Command)] {
+			s.finished.Add(1)
+			continue
+		}
+		todo = append(todo, c)
+	}
+	begun := s.e.beginStorage(s.step, todo, s.rec)
+	var (
+		wg        sync.WaitGroup
+		sem       = make(chan struct{}, storageParallel)
+		recordErr atomic.Pointer[error]
+		stopped   atomic.Bool
+		cancelled bool
+		skipped   []store.ActionResult
+	)
+	for i, c := range todo {
+		sem <- struct{}{}
+		if s.e.stopping() {
+			<-sem
+			cancelled, skipped = true, notRun(begun[i:])
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			switch r, err := s.e.storageCommand(s.step, c, begun[i], s.rec, s.down); r {
+			case cmdRecordFailed:
+				recordErr.CompareAndSwap(nil, &err)
+				return
+			case cmdInterrupted:
+				stopped.Store(true)
+				return
+			case cmdFailed:
+				s.failed.Add(1)
+			}
+			s.finished.Add(1)
+			s.progressParallel(len(cmds))
+		})
+	}
+	wg.Wait()
+	s.rec.wait() // before anything else writes progress
+	if len(skipped) > 0 {
+		if err := s.e.jr.Finish(skipped...); err != nil {
+			s.e.log.Error("finish skipped storage actions", "err", err)
+		}
+	}
+	switch {
+	case recordErr.Load() != nil:
+		return &stepOutcome{store.StepFailed, "", *recordErr.Load()}
+	case stopped.Load():
+		return s.interrupted()
+	case cancelled:
+		return &stepOutcome{store.StepCancelled, s.commandsRun(s.finished.Load()), errCancelled}
+	}
+	return nil
+}
+
+func (s *storageRun) progressParallel(n int) {
+	s.rec.setProgress("Stopping storage (%d/%d commands): %s on %d hosts at once", s.finished.Load(), s.total, config.CephStopCommand, n)
+}
+
+// notRun is the record of the commands a cancel left unsent.
+func notRun(begun []*store.Action) []store.ActionResult {
+	var out []store.ActionResult
+	for _, a := range begun {
+		if a != nil {
+			out = append(out, store.ActionResult{ID: a.ID, State: store.ActionSkipped, Detail: "not run: job cancelled"})
+		}
+	}
+	return out
 }
 
 // cmdResult is how one storage command ended.
@@ -200,7 +259,7 @@ const (
 )
 
 func storageKey(e *exec, step store.Step, c config.StorageCommand) store.ActionKey {
-	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "storage", Target: c.Host, TargetID: c.Command, Operation: c.Operation()}
+	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetStorage, Target: c.Host, TargetID: c.Command, Operation: store.Operation(c.Operation())}
 }
 
 // beginStorage records the actions of cmds in one transaction. A command
@@ -251,7 +310,6 @@ func (e *exec) storageCommand(step store.Step, c config.StorageCommand, a *store
 		return cmdInterrupted, e.ctx.Err()
 	}
 	if err != nil {
-		e.fail("storage %q on %s: %v", c.Command, c.Host, err)
 		rec.finish(a.ID, store.ActionFailed, "", err.Error())
 		return cmdFailed, err
 	}
@@ -328,7 +386,7 @@ func (e *exec) onHost(h config.Host, keep bool, f func(HostConn) error) (dialErr
 		switch {
 		case err != nil && errors.Is(err, hostctl.ErrNoSession) && attempt == 0 && e.ctx.Err() == nil:
 			e.pool.dropSSH(h.Name, s)
-			e.event("warn", fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
+			e.event(store.LevelWarn, fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
 			continue
 		case !keep, err != nil && !errors.As(err, &exit):
 			e.pool.dropSSH(h.Name, s)

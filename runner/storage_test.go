@@ -47,7 +47,7 @@ func TestCephStopsOnAllStorageHostsAtOnceAfterTheFlags(t *testing.T) {
 	for _, a := range f.actions(job.ID) {
 		switch {
 		case a.TargetKind != "storage":
-		case strings.HasPrefix(a.Operation, "ceph-set-"):
+		case strings.HasPrefix(string(a.Operation), "ceph-set-"):
 			flags = append(flags, a)
 		case a.Operation == "stop-ceph":
 			stops = append(stops, a)
@@ -57,7 +57,7 @@ func TestCephStopsOnAllStorageHostsAtOnceAfterTheFlags(t *testing.T) {
 		t.Fatalf("%d flag actions and %d stop actions, want %d and 4", len(flags), len(stops), len(config.CephFlags))
 	}
 	for i, a := range flags {
-		if a.State != store.ActionSucceeded || a.Target != "storage-01" || a.Operation != "ceph-set-"+config.CephFlags[i] {
+		if a.State != store.ActionSucceeded || a.Target != "storage-01" || string(a.Operation) != "ceph-set-"+config.CephFlags[i] {
 			t.Errorf("flag %d: %s %s on %s, want ceph-set-%s succeeded on storage-01", i, a.Operation, a.State, a.Target, config.CephFlags[i])
 		}
 		if i > 0 && a.StartedAt.Before(*flags[i-1].FinishedAt) {

@@ -35,7 +35,7 @@ func (e *exec) openCloudFor() (c Cloud, release func(), err error) {
 }
 
 func (e *exec) retryEvent(op string, attempt int, err error) {
-	e.event("warn", fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
+	e.event(store.LevelWarn, fmt.Sprintf("openstack %s: retry %d", op, attempt), err.Error())
 }
 
 func (e *exec) excluded(s openstack.Server) bool {
@@ -51,7 +51,7 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 	if !e.r.cfg.OpenStack.Enabled() {
 		// Allowed (a site without OpenStack), but never silent: VMs that
 		// do exist go down with their hosts.
-		e.event("warn", config.NoOpenStackWarning)
+		e.event(store.LevelWarn, config.NoOpenStackWarning)
 		return store.StepSkipped, config.NoOpenStackWarning, nil
 	}
 	if e.job.Kind == store.KindSimulation {
@@ -65,7 +65,7 @@ func (e *exec) openstackStep(step store.Step) (store.StepState, string, error) {
 func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) {
 	e.progress("Checking OpenStack: authenticating and listing servers")
 	e.reportCloudLogin()
-	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "openstack", Target: e.r.cfg.OpenStack.Name(), Operation: "check-list-servers"}
+	key := store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetOpenStack, Target: e.r.cfg.OpenStack.Name(), Operation: store.OpCheckListServers}
 	a, err := e.jr.Begin(key, "")
 	if err != nil {
 		return store.StepFailed, "", fmt.Errorf("record action: %w", err)
@@ -77,7 +77,6 @@ func (e *exec) openstackCheck(step store.Step) (store.StepState, string, error) 
 		servers, err = cloud.ListServers(e.ctx)
 	}
 	if err != nil {
-		e.fail("openstack: %v", err)
 		e.finishAction(a.ID, store.ActionFailed, "", err.Error())
 		return store.StepFailed, "", err
 	}
@@ -99,21 +98,66 @@ type vmPlan struct {
 }
 
 func (e *exec) classify(servers []openstack.Server) vmPlan {
-	p := vmPlan{total: len(servers), byStatus: map[string]int{}}
+	p := vmPlan{byStatus: map[string]int{}}
 	for _, s := range servers {
-		p.byStatus[s.Status]++
-		switch {
-		case e.excluded(s):
-			p.excluded = append(p.excluded, s)
-		case s.Status == novaShutoff:
-			p.off = append(p.off, s)
-		case s.Status == novaActive || s.Status == novaError:
-			p.stop = append(p.stop, s)
-		default:
-			p.skipped = append(p.skipped, s)
-		}
+		p.add(s, bucketOf(s.Status, e.excluded(s)))
 	}
 	return p
+}
+
+// vmBucket is what a shutdown does with a listed server.
+type vmBucket int
+
+const (
+	vmExcluded vmBucket = iota // left alone: the configuration says so
+	vmOff                      // SHUTOFF already: nothing to send
+	vmToStop                   // ACTIVE or ERROR: sent os-stop
+	vmSkipped                  // any other status (PAUSED, SUSPENDED, BUILD, ...): left alone
+)
+
+// bucketOf sorts a listed server by its Nova status; excluded wins.
+func bucketOf(status string, excluded bool) vmBucket {
+	switch {
+	case excluded:
+		return vmExcluded
+	case status == novaShutoff:
+		return vmOff
+	case status == novaActive || status == novaError:
+		return vmToStop
+	}
+	return vmSkipped
+}
+
+// listedRecord is the final record of a listed server that is not
+// stopped (every bucket but vmToStop): before says a run before a restart
+// recorded an action for it, so a SHUTOFF server was stopped by us.
+func listedRecord(b vmBucket, status string, before bool) (store.ActionState, string) {
+	switch b {
+	case vmExcluded:
+		return store.ActionSkipped, "excluded by configuration"
+	case vmOff:
+		if before {
+			return store.ActionSucceeded, "SHUTOFF (confirmed after restart)"
+		}
+		return store.ActionSucceeded, "already SHUTOFF"
+	}
+	return store.ActionSkipped, "skipped: status " + status
+}
+
+// add counts s in the plan, in bucket b.
+func (p *vmPlan) add(s openstack.Server, b vmBucket) {
+	p.total++
+	p.byStatus[s.Status]++
+	switch b {
+	case vmExcluded:
+		p.excluded = append(p.excluded, s)
+	case vmOff:
+		p.off = append(p.off, s)
+	case vmToStop:
+		p.stop = append(p.stop, s)
+	default:
+		p.skipped = append(p.skipped, s)
+	}
 }
 
 func (p vmPlan) summary() string {
@@ -133,7 +177,7 @@ func (e *exec) finishAction(id int64, state store.ActionState, detail, errMsg st
 }
 
 func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
-	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: "vm", Target: s.Name, TargetID: s.ID, Operation: "os-stop"}
+	return store.ActionKey{JobID: e.job.ID, StepID: step.ID, TargetKind: store.TargetVM, Target: s.Name, TargetID: s.ID, Operation: store.OpOSStop}
 }
 
 // listPageSizes are the limits of the successive list requests of a
@@ -149,7 +193,7 @@ func vmKey(e *exec, step store.Step, s openstack.Server) store.ActionKey {
 var listPageSizes = []int{250, 0}
 
 // firstProgressWait bounds how long current_step may stay as the step
-// found it while the first page is listed (see openstackStop).
+// found it while the first page is listed (see vmStop.announce).
 const firstProgressWait = 100 * time.Millisecond
 
 // cloudForStop is the kept client when its token is good (warm), else a
@@ -161,285 +205,9 @@ func (e *exec) cloudForStop() (c Cloud, warm bool, release func(), err error) {
 	}
 	e.progress("Stopping OpenStack VMs: authenticating and listing servers")
 	if c, release, err = e.openCloudFor(); err != nil {
-		e.fail("openstack: %v", err)
 		return nil, false, nil, err
 	}
 	return c, false, release, nil
-}
-
-// openstackStop stops every ACTIVE and ERROR server and waits for SHUTOFF by
-// polling the server list (one request per poll for all servers, never one
-// GET per VM). It stops the servers of the first page while the next pages
-// load. It is idempotent: after a restart it re-lists, leaves alone what is
-// already SHUTOFF and stops what is still on.
-func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
-	cfg := e.r.cfg.OpenStack
-	cloud, warm, release, err := e.cloudForStop()
-	if err != nil {
-		return store.StepFailed, "", err
-	}
-	defer release()
-
-	// The listing runs on its own goroutine and hands over each page; the
-	// recorder below takes them as they come.
-	rec := &vmRecorder{e: e, step: step, done: map[string]bool{}, existing: map[string]bool{}, seen: map[string]bool{},
-		firstDone: make(chan struct{})}
-	rec.plan.byStatus = map[string]int{}
-	lctx, stopListing := context.WithCancel(e.ctx)
-	defer stopListing()
-	pages := make(chan []openstack.Server, 16)
-	listed := make(chan error, 1)
-	go func() {
-		defer close(pages)
-		n := 0
-		listed <- cloud.ListServerPages(lctx, listPageSizes, func(p []openstack.Server) error {
-			select {
-			case pages <- p:
-			case <-lctx.Done():
-				return lctx.Err()
-			}
-			if n++; n == 1 {
-				// The next page waits for the first os-stops to be
-				// recorded: rendering and decoding it would take the CPU
-				// they need, and the first page keeps the senders busy
-				// while it is listed.
-				select {
-				case <-rec.firstDone:
-				case <-lctx.Done():
-					return lctx.Err()
-				}
-			}
-			return nil
-		})
-	}()
-	// With the client ready there is nothing to say before the listing,
-	// and the text waits for the first batch of actions (at most
-	// firstProgressWait): both are commits on the store's one writer
-	// connection, and a slow disk would otherwise hold the first os-stops
-	// back behind this one's fsync.
-	firstOut := make(chan struct{})
-	progressed := make(chan struct{})
-	var firstOnce sync.Once
-	markFirst := func() { firstOnce.Do(func() { close(firstOut) }) }
-	if warm {
-		go func() {
-			defer close(progressed)
-			t := time.NewTimer(firstProgressWait)
-			defer t.Stop()
-			select {
-			case <-firstOut:
-			case <-t.C:
-			}
-			e.progress("Stopping OpenStack VMs: listing servers, sending os-stop")
-		}()
-	} else {
-		close(progressed)
-	}
-	// Nothing of this step may write current_step after it returned.
-	defer func() { markFirst(); <-progressed }()
-
-	// Read while the first page is in flight.
-	prior, err := e.jr.StepActions(e.db(), step.ID)
-	if err != nil {
-		stopListing()
-		<-listed
-		return store.StepFailed, "", fmt.Errorf("read actions: %w", err)
-	}
-	for _, a := range prior {
-		if a.TargetKind != "vm" {
-			continue
-		}
-		rec.existing[a.TargetID] = true // only rows of a previous run were stopped by us
-		if a.State.Final() {
-			rec.done[a.TargetID] = true
-		}
-	}
-
-	// The actions are recorded in batches by the recorder, running ahead of
-	// the sends: the first os-stop leaves after one small transaction, and
-	// later batches are written while earlier stops are in flight. Every
-	// VM's action is on disk before its os-stop is sent.
-	pending := map[string]*vmState{}
-	w := newStopper(e, cloud, cfg.Concurrency)
-	var recordErr error
-	for b := range rec.run(pages, cfg.Concurrency, stopListing) {
-		markFirst()
-		if b.err != nil {
-			recordErr = b.err
-			continue
-		}
-		for i, s := range b.servers {
-			pending[s.ID] = &vmState{server: s, actionID: b.actions[i].ID}
-		}
-		for _, s := range b.servers {
-			if e.stopping() {
-				break
-			}
-			if s.TaskState == "powering-off" {
-				// Already stopping (our os-stop from before a restart): a
-				// second one could reach Nova after the VM is SHUTOFF. Wait;
-				// if it comes back idle and still on, the poll loop asks again.
-				pending[s.ID].conflict = true
-				continue
-			}
-			w.send(s.ID)
-		}
-	}
-	listErr := <-listed
-	if rec.stoppedListing.Load() {
-		listErr = nil // we ended it: cancel or a failed write
-	}
-	plan := rec.plan
-	// Written after the os-stops are out: nothing waits on these rows, and
-	// the stops should not wait on them.
-	if len(rec.recs) > 0 {
-		if err := e.jr.Record(rec.recs); err != nil {
-			e.log.Error("record vm actions", "count", len(rec.recs), "err", err)
-		}
-	}
-	if e.ctx.Err() != nil {
-		// Preempted or the service is stopping, maybe mid-listing: what
-		// was sent is recorded; a shutdown resumes the step after restart.
-		w.wait()
-		e.applyStopResults(w.drain(), pending)
-		return store.StepCancelled, "", e.ctx.Err()
-	}
-	switch {
-	case recordErr != nil && len(pending) == 0:
-		w.close()
-		return store.StepFailed, "", fmt.Errorf("record vm actions: %w", recordErr)
-	case recordErr != nil:
-		// Some stops are out: keep polling those, fail the job.
-		e.fail("record vm actions: %v", recordErr)
-	}
-	if listErr == nil && !rec.stoppedListing.Load() {
-		e.closeUnlisted(prior, rec.seen)
-	}
-	if listErr != nil {
-		e.fail("openstack: %v", listErr)
-		if len(pending) == 0 {
-			w.close()
-			return store.StepFailed, "", listErr
-		}
-		e.event("error", fmt.Sprintf("listing servers failed after %d servers; waiting for the %d stops already sent", plan.total, len(pending)), listErr.Error())
-	} else if !rec.stoppedListing.Load() {
-		e.event("info", "listed servers", plan.summary())
-	}
-	total := len(plan.stop) + len(plan.off)
-	markFirst()
-	<-progressed
-	e.progress("Stopping OpenStack VMs (%d/%d off)", total-len(pending), total)
-
-	deadline := time.Now().Add(cfg.StopTimeout)
-	poll := time.NewTicker(cfg.PollInterval)
-	defer poll.Stop()
-	for len(pending) > 0 {
-		// Write what the stop workers learned since the last round.
-		e.applyStopResults(w.drain(), pending)
-		if len(pending) == 0 {
-			break
-		}
-		if e.ctx.Err() != nil {
-			w.wait()
-			e.applyStopResults(w.drain(), pending)
-			return store.StepCancelled, "", e.ctx.Err()
-		}
-		if e.cancelled.Load() {
-			// Cancel at a safe point: no new os-stop; what was sent stays
-			// sent and is recorded as such below.
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-e.ctx.Done():
-			continue
-		case <-poll.C:
-		}
-		servers, err := cloud.ListServers(e.ctx)
-		if err != nil {
-			if e.ctx.Err() == nil {
-				e.event("warn", "polling servers failed; will retry", err.Error())
-			}
-			continue
-		}
-		var results []store.ActionResult
-		seen := make(map[string]bool, len(servers))
-		for _, s := range servers {
-			seen[s.ID] = true
-			v, ok := pending[s.ID]
-			if !ok {
-				continue
-			}
-			switch {
-			case s.Status == novaShutoff:
-				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSucceeded, Detail: "SHUTOFF"})
-				delete(pending, s.ID)
-			case s.TaskState != "" || w.inFlight(s.ID):
-				// Nova is busy with it, or our os-stop is out: wait.
-			case v.conflict && (s.Status == novaActive || s.Status == novaError) && !e.stopping():
-				// A 409 came while Nova was busy with the server; now it is
-				// idle and still on, so ask again. (An os-stop that ran out
-				// of retries, about 36 s of them, is not sent again: the
-				// VM fails at the timeout and the hosts going down stop it.)
-				v.conflict = false
-				w.send(s.ID)
-			case v.conflict && s.Status != novaActive && s.Status != novaError:
-				// The task Nova was busy with left the server PAUSED,
-				// SUSPENDED, ...: skipped with its state, as if listed so.
-				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSkipped,
-					Detail: "skipped: status " + s.Status + " (os-stop refused with 409 while Nova was busy with it)"})
-				delete(pending, s.ID)
-			}
-		}
-		for id, v := range pending {
-			if !seen[id] && !w.inFlight(id) {
-				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSucceeded, Detail: "server no longer listed (deleted)"})
-				delete(pending, id)
-			}
-		}
-		if len(results) > 0 {
-			if err := e.jr.Finish(results...); err != nil {
-				e.log.Error("finish vm actions", "err", err)
-			}
-		}
-		e.progress("Stopping OpenStack VMs (%d/%d off)", total-len(pending), total)
-	}
-	w.close()
-	e.applyStopResults(w.drain(), pending)
-	if len(pending) > 0 {
-		var results []store.ActionResult
-		for _, v := range pending {
-			msg := v.err
-			if msg == "" {
-				msg = fmt.Sprintf("not SHUTOFF after %s", cfg.StopTimeout)
-			}
-			if e.cancelled.Load() {
-				detail := "not sent: job cancelled"
-				if v.sent > 0 {
-					detail = "os-stop sent; SHUTOFF not awaited: job cancelled"
-				}
-				results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionSkipped, Detail: detail})
-				continue
-			}
-			results = append(results, store.ActionResult{ID: v.actionID, State: store.ActionFailed, Error: msg})
-			e.fail("vm %s (%s): %s", v.server.Name, v.server.ID, msg)
-		}
-		if err := e.jr.Finish(results...); err != nil {
-			e.log.Error("finish vm actions", "err", err)
-		}
-		if !e.cancelled.Load() {
-			e.event("error", fmt.Sprintf("%d VMs not stopped at the timeout; continuing, the hosts going down stops them", len(pending)))
-		}
-	}
-	state, detail, err := e.vmStepResult(step, plan)
-	if listErr != nil && state == store.StepSucceeded {
-		// The servers past the failed page were never seen, let alone
-		// stopped; the hosts going down stops them.
-		return store.StepFailed, detail, listErr
-	}
-	return state, detail, err
 }
 
 // closeUnlisted finishes the os-stop rows a run before a restart left open
@@ -449,7 +217,7 @@ func (e *exec) openstackStop(step store.Step) (store.StepState, string, error) {
 func (e *exec) closeUnlisted(prior []store.Action, seen map[string]bool) {
 	var results []store.ActionResult
 	for _, a := range prior {
-		if a.TargetKind == "vm" && !a.State.Final() && !seen[a.TargetID] {
+		if a.TargetKind == store.TargetVM && !a.State.Final() && !seen[a.TargetID] {
 			results = append(results, store.ActionResult{ID: a.ID, State: store.ActionSucceeded, Detail: "server no longer listed (deleted)"})
 		}
 	}
@@ -518,44 +286,38 @@ type vmRecorder struct {
 	firstOnce sync.Once
 }
 
+// remember notes the VM actions a run before a restart recorded: only
+// their servers were stopped by us, and those with a final action are not
+// acted on again.
+func (r *vmRecorder) remember(prior []store.Action) {
+	for _, a := range prior {
+		if a.TargetKind != store.TargetVM {
+			continue
+		}
+		r.existing[a.TargetID] = true
+		if a.State.Final() {
+			r.done[a.TargetID] = true
+		}
+	}
+}
+
 // add classifies one page and appends the servers to stop to queue.
 func (r *vmRecorder) add(page []openstack.Server, queue []openstack.Server) []openstack.Server {
-	e, step := r.e, r.step
 	for _, s := range page {
 		if r.seen[s.ID] {
 			continue // never two actions, let alone two stops, for one server
 		}
 		r.seen[s.ID] = true
-		r.plan.total++
-		r.plan.byStatus[s.Status]++
-		done := r.done[s.ID]
+		b := bucketOf(s.Status, r.e.excluded(s))
+		r.plan.add(s, b)
 		switch {
-		case e.excluded(s):
-			r.plan.excluded = append(r.plan.excluded, s)
-			if !done {
-				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSkipped, Detail: "excluded by configuration"})
-			}
-		case s.Status == novaShutoff:
-			// An action still running from before a restart is completed;
-			// otherwise the VM was off before we came.
-			r.plan.off = append(r.plan.off, s)
-			if !done {
-				detail := "already SHUTOFF"
-				if r.existing[s.ID] {
-					detail = "SHUTOFF (confirmed after restart)"
-				}
-				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSucceeded, Detail: detail})
-			}
-		case s.Status == novaActive || s.Status == novaError:
-			r.plan.stop = append(r.plan.stop, s)
-			if !done {
-				queue = append(queue, s)
-			}
+		case r.done[s.ID]:
+			// Final before a restart: nothing to send or record.
+		case b == vmToStop:
+			queue = append(queue, s)
 		default:
-			r.plan.skipped = append(r.plan.skipped, s)
-			if !done {
-				r.recs = append(r.recs, store.ActionRecord{Key: vmKey(e, step, s), State: store.ActionSkipped, Detail: "skipped: status " + s.Status})
-			}
+			st, detail := listedRecord(b, s.Status, r.existing[s.ID])
+			r.recs = append(r.recs, store.ActionRecord{Key: vmKey(r.e, r.step, s), State: st, Detail: detail})
 		}
 	}
 	return queue
@@ -590,18 +352,7 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 				queue = r.add(p, queue)
 			}
 			// Whatever else has arrived goes into this batch's choice too.
-			for drained := false; !drained; {
-				select {
-				case p, ok := <-in:
-					if !ok {
-						drained, in = true, nil
-						break
-					}
-					queue = r.add(p, queue)
-				default:
-					drained = true
-				}
-			}
+			queue, in = r.drain(in, queue)
 			if len(queue) == 0 {
 				firstDone()
 				continue
@@ -628,6 +379,22 @@ func (r *vmRecorder) run(pages <-chan []openstack.Server, first int, stopListing
 		}
 	}()
 	return out
+}
+
+// drain adds the pages that have arrived on in without waiting; in is
+// nil once the listing has ended.
+func (r *vmRecorder) drain(in <-chan []openstack.Server, queue []openstack.Server) ([]openstack.Server, <-chan []openstack.Server) {
+	for {
+		select {
+		case p, ok := <-in:
+			if !ok {
+				return queue, nil
+			}
+			queue = r.add(p, queue)
+		default:
+			return queue, in
+		}
+	}
 }
 
 // vmState tracks one server being stopped.
@@ -667,7 +434,7 @@ func (e *exec) applyStopResults(rs []stopResult, pending map[string]*vmState) {
 			// Retries are exhausted; keep polling, the VM may still stop,
 			// and fail it at the timeout with this reason.
 			v.err = r.err.Error()
-			e.event("warn", fmt.Sprintf("os-stop %s failed after retries", v.server.Name), r.err.Error())
+			e.event(store.LevelWarn, fmt.Sprintf("os-stop %s failed after retries", v.server.Name), r.err.Error())
 		}
 	}
 	if len(results) > 0 {

@@ -26,14 +26,13 @@ func (s ActionState) Final() bool {
 
 // ActionKey names one operation on one target within a step; the same key
 // always finds the same row, which makes a resumed step idempotent.
-// TargetKind is one of "vm", "storage", "host", "bmc", "openstack".
 type ActionKey struct {
 	JobID      int64
 	StepID     int64
-	TargetKind string
+	TargetKind TargetKind
 	Target     string
 	TargetID   string
-	Operation  string
+	Operation  Operation
 }
 
 // Action is one operation on one target (a VM stop, a storage command, a
@@ -42,10 +41,10 @@ type Action struct {
 	ID         int64
 	JobID      int64
 	StepID     int64
-	TargetKind string
+	TargetKind TargetKind
 	Target     string
 	TargetID   string
-	Operation  string
+	Operation  Operation
 	State      ActionState
 	Attempts   int
 	Detail     string
@@ -126,15 +125,6 @@ func (s *Store) BeginActions(ctx context.Context, keys []ActionKey, detail strin
 	return out, nil
 }
 
-// BeginAction is BeginActions for a single key.
-func (s *Store) BeginAction(ctx context.Context, key ActionKey, detail string) (Action, error) {
-	as, err := s.BeginActions(ctx, []ActionKey{key}, detail)
-	if err != nil {
-		return Action{}, err
-	}
-	return as[0], nil
-}
-
 // FinishActions records the outcomes of a batch of actions in one
 // transaction. Each state must be final.
 func (s *Store) FinishActions(ctx context.Context, results []ActionResult) error {
@@ -166,11 +156,6 @@ func (s *Store) FinishActions(ctx context.Context, results []ActionResult) error
 		return fmt.Errorf("finish actions: %w", err)
 	}
 	return nil
-}
-
-// FinishAction is FinishActions for a single action.
-func (s *Store) FinishAction(ctx context.Context, id int64, state ActionState, detail, errMsg string) error {
-	return s.FinishActions(ctx, []ActionResult{{ID: id, State: state, Detail: detail, Error: errMsg}})
 }
 
 // ActionRecord is one action for RecordActions: a target recorded directly

@@ -109,7 +109,7 @@ func TestBeginActionsIdempotent(t *testing.T) {
 			t.Errorf("begun action %+v", a)
 		}
 	}
-	if err := s.FinishAction(ctx, first[0].ID, ActionFailed, "", "HTTP 500"); err != nil {
+	if err := finishAction(ctx, s, first[0].ID, ActionFailed, "", "HTTP 500"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -127,7 +127,7 @@ func TestBeginActionsIdempotent(t *testing.T) {
 		}
 	}
 	// The same target under another operation is another row.
-	other, err := s.BeginAction(ctx, ActionKey{JobID: job.ID, StepID: step.ID, TargetKind: "vm", Target: "web-1", TargetID: "uuid-1", Operation: "os-stop-wait"}, "")
+	other, err := beginAction(ctx, s, ActionKey{JobID: job.ID, StepID: step.ID, TargetKind: "vm", Target: "web-1", TargetID: "uuid-1", Operation: "os-stop-wait"}, "")
 	if err != nil || other.ID == first[0].ID || other.Attempts != 1 {
 		t.Errorf("other operation %+v, %v", other, err)
 	}
@@ -152,7 +152,7 @@ func TestActionStepMustBelongToJob(t *testing.T) {
 	_, step := newRunningJob(t, s)
 	for _, jobID := range []int64{old.ID, 999} {
 		bad := ActionKey{JobID: jobID, StepID: step.ID, TargetKind: "vm", Target: "x", Operation: "os-stop"}
-		if _, err := s.BeginAction(ctx, bad, ""); !errors.Is(err, ErrNotFound) {
+		if _, err := beginAction(ctx, s, bad, ""); !errors.Is(err, ErrNotFound) {
 			t.Errorf("action of job %d on step of another job: %v, want ErrNotFound", jobID, err)
 		}
 		if _, err := s.RecordAction(ctx, bad, ActionSkipped, "", ""); !errors.Is(err, ErrNotFound) {

@@ -23,7 +23,7 @@ type Event struct {
 	ID       int64
 	JobID    int64
 	At       time.Time
-	Level    string // info, warn or error
+	Level    Level
 	Message  string
 	Detail   string
 	PrevHash []byte
@@ -50,8 +50,8 @@ func EventHash(jobID, id int64, at, level, message, detail string, prevHash []by
 	return h.Sum(nil)
 }
 
-// AddEvent appends an event to a job's log. Level is info, warn or error.
-func (s *Store) AddEvent(ctx context.Context, jobID int64, level, message, detail string) error {
+// AddEvent appends an event to a job's log.
+func (s *Store) AddEvent(ctx context.Context, jobID int64, level Level, message, detail string) error {
 	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
 		return addEvent(ctx, tx, jobID, now, level, message, detail)
 	})
@@ -67,7 +67,7 @@ func (s *Store) AddEvent(ctx context.Context, jobID int64, level, message, detai
 // and the previous hash cannot change before the INSERT. The id follows
 // AUTOINCREMENT's rule (greater than any id ever used), so ids stay unique
 // forever and SSE clients can resume after one.
-func addEvent(ctx context.Context, tx *sql.Tx, jobID int64, now time.Time, level, message, detail string) error {
+func addEvent(ctx context.Context, tx *sql.Tx, jobID int64, now time.Time, level Level, message, detail string) error {
 	var id int64
 	err := tx.QueryRowContext(ctx, `SELECT max(
 		coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
@@ -88,7 +88,7 @@ func addEvent(ctx context.Context, tx *sql.Tx, jobID int64, now time.Time, level
 		prev = []byte{} // X'' scans as nil; the chain's start is an empty blob, not NULL
 	}
 	at := formatTime(now)
-	hash := EventHash(jobID, id, at, level, message, detail, prev)
+	hash := EventHash(jobID, id, at, string(level), message, detail, prev)
 	_, err = tx.ExecContext(ctx, `INSERT INTO events (id, job_id, at, level, message, detail, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, jobID, at, level, message, detail, prev, hash)
@@ -175,7 +175,7 @@ func (s *Store) VerifyChain(ctx context.Context, jobID int64) (ChainReport, erro
 			fail(fmt.Sprintf("event %d: prev_hash does not match the previous event's hash (an event was removed, inserted or changed before it)", e.ID))
 			break
 		}
-		want := EventHash(e.JobID, e.ID, ats[i], e.Level, e.Message, e.Detail, e.PrevHash)
+		want := EventHash(e.JobID, e.ID, ats[i], string(e.Level), e.Message, e.Detail, e.PrevHash)
 		if !bytes.Equal(e.Hash, want) {
 			fail(fmt.Sprintf("event %d: hash does not match its content (the record was changed)", e.ID))
 			break

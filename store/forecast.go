@@ -86,7 +86,21 @@ var simSummary = regexp.MustCompile(`^(\d+) servers \(.*\): (\d+) to stop`)
 // Measurements reads the durations of earlier jobs.
 func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 	m := Measurements{VMsToStop: -1, Steps: map[string]StepMeasure{}, Hosts: map[string]time.Duration{}, StorageCommands: map[string]time.Duration{}}
+	if err := s.measureSimulation(ctx, &m); err != nil {
+		return m, err
+	}
+	if err := s.measureSteps(ctx, &m); err != nil {
+		return m, err
+	}
+	if err := s.measureTargets(ctx, &m); err != nil {
+		return m, err
+	}
+	return m, nil
+}
 
+// measureSimulation reads the VMs to stop from the latest simulation whose
+// openstack check succeeded.
+func (s *Store) measureSimulation(ctx context.Context, m *Measurements) error {
 	var (
 		jobID    int64
 		detail   string
@@ -98,17 +112,22 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return m, fmt.Errorf("read last simulation: %w", err)
+		return fmt.Errorf("read last simulation: %w", err)
 	default:
 		if g := simSummary.FindStringSubmatch(detail); g != nil {
 			m.VMsToStop, _ = strconv.Atoi(g[2])
 			m.SimulationJobID = jobID
 			if m.SimulatedAt, err = parseNullTime(finished); err != nil {
-				return m, err
+				return err
 			}
 		}
 	}
+	return nil
+}
 
+// measureSteps reads each step's duration from the latest shutdown in
+// which it ran to an end, with the VMs that step stopped.
+func (s *Store) measureSteps(ctx context.Context, m *Measurements) error {
 	rows, err := s.r.QueryContext(ctx, `SELECT s.job_id, s.name, s.started_at, s.finished_at,
 			(SELECT count(*) FROM actions a WHERE a.step_id = s.id AND a.target_kind = 'vm' AND a.operation = 'os-stop'
 				AND a.state = 'succeeded' AND a.attempts > 0 AND a.detail NOT LIKE 'already SHUTOFF%')
@@ -116,7 +135,7 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 		WHERE j.kind = 'shutdown' AND s.state IN ('succeeded', 'failed') AND s.started_at IS NOT NULL
 		ORDER BY s.job_id ASC`)
 	if err != nil {
-		return m, fmt.Errorf("read step durations: %w", err)
+		return fmt.Errorf("read step durations: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -126,11 +145,11 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 			st, fin sql.NullString
 		)
 		if err := rows.Scan(&sm.JobID, &name, &st, &fin, &sm.Stopped); err != nil {
-			return m, fmt.Errorf("read step durations: %w", err)
+			return fmt.Errorf("read step durations: %w", err)
 		}
 		d, ok, err := span(st, fin)
 		if err != nil {
-			return m, err
+			return err
 		}
 		if ok {
 			sm.Duration = d
@@ -138,16 +157,21 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return m, fmt.Errorf("read step durations: %w", err)
+		return fmt.Errorf("read step durations: %w", err)
 	}
+	return nil
+}
 
+// measureTargets reads each host's power-off and each storage command's
+// duration from the latest shutdown that ran it to success.
+func (s *Store) measureTargets(ctx context.Context, m *Measurements) error {
 	arows, err := s.r.QueryContext(ctx, `SELECT a.target_kind, a.target, a.target_id, a.started_at, a.finished_at
 		FROM actions a JOIN jobs j ON j.id = a.job_id
 		WHERE j.kind = 'shutdown' AND a.state = 'succeeded' AND a.started_at IS NOT NULL
 			AND ((a.target_kind = 'host' AND a.operation = 'power-off') OR a.target_kind = 'storage')
 		ORDER BY a.id ASC`)
 	if err != nil {
-		return m, fmt.Errorf("read target durations: %w", err)
+		return fmt.Errorf("read target durations: %w", err)
 	}
 	defer arows.Close()
 	for arows.Next() {
@@ -156,13 +180,13 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 			st, fin                sql.NullString
 		)
 		if err := arows.Scan(&kind, &target, &targetID, &st, &fin); err != nil {
-			return m, fmt.Errorf("read target durations: %w", err)
+			return fmt.Errorf("read target durations: %w", err)
 		}
 		d, ok, err := span(st, fin)
-		if err != nil || !ok {
-			if err != nil {
-				return m, err
-			}
+		if err != nil {
+			return err
+		}
+		if !ok {
 			continue
 		}
 		if kind == "host" {
@@ -172,9 +196,9 @@ func (s *Store) Measurements(ctx context.Context) (Measurements, error) {
 		}
 	}
 	if err := arows.Err(); err != nil {
-		return m, fmt.Errorf("read target durations: %w", err)
+		return fmt.Errorf("read target durations: %w", err)
 	}
-	return m, nil
+	return nil
 }
 
 func span(start, end sql.NullString) (time.Duration, bool, error) {

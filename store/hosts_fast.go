@@ -15,7 +15,8 @@ type ActionBegin struct {
 
 // EventRecord is one event to append in a Batch.
 type EventRecord struct {
-	Level, Message, Detail string
+	Level           Level
+	Message, Detail string
 }
 
 // Batch is writes of one job that several goroutines asked for at about the
@@ -33,7 +34,9 @@ type Batch struct {
 	// RecordActions does.
 	Record []ActionRecord
 	Events []EventRecord
-	// CurrentStep, when set, replaces the job's current_step.
+	// CurrentStep, when set, replaces the job's current_step. It counts
+	// as a record of the job for the resume rule (touched_at), like any
+	// other write of the job.
 	CurrentStep *string
 }
 
@@ -104,7 +107,7 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) ([]Action, error) {
 			}
 		}
 		if b.CurrentStep != nil {
-			res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ? WHERE id = ?`, *b.CurrentStep, b.JobID)
+			res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ?, touched_at = ? WHERE id = ?`, *b.CurrentStep, ts, b.JobID)
 			if err != nil {
 				return fmt.Errorf("set current step: %w", err)
 			}

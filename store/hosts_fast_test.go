@@ -18,17 +18,17 @@ func TestWriteBatchMatchesBeginAndFinish(t *testing.T) {
 	}
 
 	// The same life, once through the old calls and once through batches.
-	old, err := s.BeginAction(ctx, key("a"), "first")
+	old, err := beginAction(ctx, s, key("a"), "first")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.FinishAction(ctx, old.ID, ActionFailed, "", "boom"); err != nil {
+	if err := finishAction(ctx, s, old.ID, ActionFailed, "", "boom"); err != nil {
 		t.Fatal(err)
 	}
-	if old, err = s.BeginAction(ctx, key("a"), "second"); err != nil {
+	if old, err = beginAction(ctx, s, key("a"), "second"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.FinishAction(ctx, old.ID, ActionSucceeded, "off", ""); err != nil {
+	if err := finishAction(ctx, s, old.ID, ActionSucceeded, "off", ""); err != nil {
 		t.Fatal(err)
 	}
 
@@ -58,7 +58,7 @@ func TestWriteBatchMatchesBeginAndFinish(t *testing.T) {
 	a, b := all[0], all[1]
 	if a.State != b.State || a.Attempts != b.Attempts || a.Detail != b.Detail || a.Error != b.Error ||
 		(a.StartedAt == nil) != (b.StartedAt == nil) || (a.FinishedAt == nil) != (b.FinishedAt == nil) {
-		t.Errorf("batch row differs from the BeginAction/FinishAction row:\n old %+v\n new %+v", a, b)
+		t.Errorf("batch row differs from the BeginActions/FinishActions row:\n old %+v\n new %+v", a, b)
 	}
 	if j, _ := s.Job(ctx, job.ID); j.CurrentStep != step2 {
 		t.Errorf("current step %q, want %q", j.CurrentStep, step2)

@@ -186,10 +186,10 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET error = ? WHERE id = ?`, msg, active.ID); err != nil {
 			return fmt.Errorf("mark job %d preempted: %w", active.ID, err)
 		}
-		if err := addEvent(ctx, tx, active.ID, now, "warn", msg, ""); err != nil {
+		if err := addEvent(ctx, tx, active.ID, now, LevelWarn, msg, ""); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, job.ID, now, "warn", newMsg, "")
+		return addEvent(ctx, tx, job.ID, now, LevelWarn, newMsg, "")
 	})
 	if err != nil {
 		return Job{}, false, fmt.Errorf("create shutdown: %w", err)
@@ -230,7 +230,7 @@ func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, boot sql.NullString, 
 	if nj.ExpectedRecovery != nil {
 		detail += " expected_recovery=" + formatTime(*job.ExpectedRecovery)
 	}
-	if err := addEvent(ctx, tx, job.ID, now, "info", string(job.Kind)+" job created", detail); err != nil {
+	if err := addEvent(ctx, tx, job.ID, now, LevelInfo, string(job.Kind)+" job created", detail); err != nil {
 		return Job{}, err
 	}
 	return job, nil
@@ -351,7 +351,7 @@ func (s *Store) StartJob(ctx context.Context, id int64) error {
 			formatTime(now), s.bootID(), formatTime(now), id); err != nil {
 			return err
 		}
-		return addEvent(ctx, tx, id, now, "info", "job started", "")
+		return addEvent(ctx, tx, id, now, LevelInfo, "job started", "")
 	})
 	if err != nil {
 		return fmt.Errorf("start job %d: %w", id, err)
@@ -392,11 +392,11 @@ func (s *Store) FinishJob(ctx context.Context, id int64, state State, errMsg str
 			return err
 		}
 		done = true
-		level, msg := "info", "job "+string(state)
+		level, msg := LevelInfo, "job "+string(state)
 		if state != StateSucceeded {
-			level = "error"
+			level = LevelError
 			if state == StateCancelled {
-				level = "warn"
+				level = LevelWarn
 			}
 		}
 		return addEvent(ctx, tx, id, now, level, msg, errMsg)
@@ -418,21 +418,6 @@ func finishJobTx(ctx context.Context, tx *sql.Tx, id int64, state State, errMsg 
 	return nil
 }
 
-// SetCurrentStep stores the human progress text shown as current_step.
-func (s *Store) SetCurrentStep(ctx context.Context, id int64, text string) error {
-	err := s.update(ctx, true, func(tx *sql.Tx, now time.Time) error {
-		res, err := tx.ExecContext(ctx, `UPDATE jobs SET current_step = ?, touched_at = ? WHERE id = ?`, text, formatTime(now), id)
-		if err != nil {
-			return err
-		}
-		return affected(res)
-	})
-	if err != nil {
-		return fmt.Errorf("set current step of job %d: %w", id, err)
-	}
-	return nil
-}
-
 // RequestCancel cancels a job: a pending job is cancelled at once, a running
 // job gets cancel_requested and stops at its next safe point, a final job is
 // left unchanged. It returns the job as it is afterwards.
@@ -448,14 +433,14 @@ func (s *Store) RequestCancel(ctx context.Context, id int64) (Job, error) {
 			if err := finishJobTx(ctx, tx, id, StateCancelled, "cancelled before start", now); err != nil {
 				return err
 			}
-			if err := addEvent(ctx, tx, id, now, "warn", "job cancelled before start", ""); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, "job cancelled before start", ""); err != nil {
 				return err
 			}
 		case StateRunning:
 			if _, err := tx.ExecContext(ctx, `UPDATE jobs SET cancel_requested = 1 WHERE id = ?`, id); err != nil {
 				return err
 			}
-			if err := addEvent(ctx, tx, id, now, "warn", "cancel requested", "stops at the next safe point"); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, "cancel requested", "stops at the next safe point"); err != nil {
 				return err
 			}
 		}
@@ -492,7 +477,7 @@ func (s *Store) CloseOpenActionsOfFinalJobs(ctx context.Context) (int, error) {
 			}
 			k, _ := res.RowsAffected()
 			n += int(k)
-			if err := addEvent(ctx, tx, id, now, "warn", fmt.Sprintf("%d actions left open at the last stop closed", k), why); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelWarn, fmt.Sprintf("%d actions left open at the last stop closed", k), why); err != nil {
 				return err
 			}
 		}
@@ -546,7 +531,7 @@ func (s *Store) FailInterruptedSimulations(ctx context.Context) (int, error) {
 				WHERE job_id = ? AND state IN ('pending', 'running')`, msg, ts, ts, id); err != nil {
 				return fmt.Errorf("fail actions of job %d: %w", id, err)
 			}
-			if err := addEvent(ctx, tx, id, now, "error", "job failed", msg); err != nil {
+			if err := addEvent(ctx, tx, id, now, LevelError, "job failed", msg); err != nil {
 				return err
 			}
 		}

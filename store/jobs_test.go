@@ -302,18 +302,20 @@ func TestFinishJobGuardAfterCancel(t *testing.T) {
 	}
 }
 
-func TestSetCurrentStep(t *testing.T) {
+// TestBatchCurrentStep: a Batch's CurrentStep is the job's progress text,
+// and a batch for a job that does not exist is refused as ErrNotFound.
+func TestBatchCurrentStep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
 	job, _ := s.CreateSimulation(ctx, NewJob{})
-	if err := s.SetCurrentStep(ctx, job.ID, "Stopping OpenStack VMs (120/200 off)"); err != nil {
+	if err := setCurrentStep(ctx, s, job.ID, "Stopping OpenStack VMs (120/200 off)"); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Job(ctx, job.ID); got.CurrentStep != "Stopping OpenStack VMs (120/200 off)" {
 		t.Errorf("current step %q", got.CurrentStep)
 	}
-	if err := s.SetCurrentStep(ctx, 999, "x"); !errors.Is(err, ErrNotFound) {
+	if err := setCurrentStep(ctx, s, 999, "x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing job: %v", err)
 	}
 }
@@ -379,7 +381,7 @@ func TestFailInterruptedSimulations(t *testing.T) {
 	if err := s.StartStep(ctx, step.ID); err != nil {
 		t.Fatal(err)
 	}
-	act, err := s.BeginAction(ctx, ActionKey{JobID: sim.ID, StepID: step.ID, TargetKind: "host", Target: "compute-01", Operation: "check-ssh"}, "")
+	act, err := beginAction(ctx, s, ActionKey{JobID: sim.ID, StepID: step.ID, TargetKind: "host", Target: "compute-01", Operation: "check-ssh"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func helper(what, path string) error {
 		if err != nil || j == nil {
 			return fmt.Errorf("latest job: %v %v", j, err)
 		}
-		return s.SetCurrentStep(ctx, j.ID, "set by another process")
+		return setCurrentStep(ctx, s, j.ID, "set by another process")
 	}
 	return fmt.Errorf("unknown helper %q", what)
 }
@@ -158,7 +158,7 @@ func TestLatestJobAfterEveryCommit(t *testing.T) {
 	}
 	for i := range 50 {
 		text := fmt.Sprintf("Stopping OpenStack VMs (%d/50 off)", i)
-		if err := s.SetCurrentStep(ctx, job.ID, text); err != nil {
+		if err := setCurrentStep(ctx, s, job.ID, text); err != nil {
 			t.Fatal(err)
 		}
 		if j := latest(); j.CurrentStep != text {

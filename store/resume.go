@@ -79,7 +79,7 @@ func (s *Store) EndNotResumed(ctx context.Context, id int64, msg, detail string)
 		if st.Final() {
 			return nil
 		}
-		if err := addEvent(ctx, tx, id, now, "error", "not resumed after restart", detail); err != nil {
+		if err := addEvent(ctx, tx, id, now, LevelError, "not resumed after restart", detail); err != nil {
 			return err
 		}
 		if err := failOpenStepsTx(ctx, tx, id, msg, now); err != nil {
@@ -94,7 +94,7 @@ func (s *Store) EndNotResumed(ctx context.Context, id int64, msg, detail string)
 			return err
 		}
 		done = true
-		return addEvent(ctx, tx, id, now, "error", "job failed", msg)
+		return addEvent(ctx, tx, id, now, LevelError, "job failed", msg)
 	})
 	if err != nil {
 		return false, fmt.Errorf("end job %d not resumed: %w", id, err)

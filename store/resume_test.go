@@ -94,13 +94,13 @@ func TestLastRecordIsTheNewestWriteOfAnyKind(t *testing.T) {
 	}
 	check("step started", at)
 	at = step(time.Second)
-	a, err := s.BeginAction(ctx, ActionKey{JobID: 1, StepID: st.ID, TargetKind: "vm", Target: "web-01", TargetID: "id-1", Operation: "os-stop"}, "")
+	a, err := beginAction(ctx, s, ActionKey{JobID: 1, StepID: st.ID, TargetKind: "vm", Target: "web-01", TargetID: "id-1", Operation: "os-stop"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	check("action begun", at)
 	at = step(time.Second)
-	if err := s.SetCurrentStep(ctx, 1, "Stopping OpenStack VMs (0/1 off)"); err != nil {
+	if err := setCurrentStep(ctx, s, 1, "Stopping OpenStack VMs (0/1 off)"); err != nil {
 		t.Fatal(err)
 	}
 	check("progress", at)
@@ -110,7 +110,7 @@ func TestLastRecordIsTheNewestWriteOfAnyKind(t *testing.T) {
 	}
 	check("heartbeat", at)
 	at = step(time.Second)
-	if err := s.FinishAction(ctx, a.ID, ActionSucceeded, "SHUTOFF", ""); err != nil {
+	if err := finishAction(ctx, s, a.ID, ActionSucceeded, "SHUTOFF", ""); err != nil {
 		t.Fatal(err)
 	}
 	check("action finished", at)
@@ -165,15 +165,15 @@ func TestEndNotResumedClosesEverythingOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := ActionKey{JobID: job.ID, StepID: open.ID, TargetKind: "storage", Target: "storage-01", Operation: "ceph osd set noout"}
-	finished, err := s.BeginAction(ctx, key, "")
+	finished, err := beginAction(ctx, s, key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.FinishAction(ctx, finished.ID, ActionSucceeded, "ok", ""); err != nil {
+	if err := finishAction(ctx, s, finished.ID, ActionSucceeded, "ok", ""); err != nil {
 		t.Fatal(err)
 	}
 	key.Operation = "ceph osd set norecover"
-	running, err := s.BeginAction(ctx, key, "")
+	running, err := beginAction(ctx, s, key, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,3 +123,22 @@ func (s *Store) StoppedVMs(ctx context.Context, id int64) ([]StoppedVM, error) {
 	}
 	return out, nil
 }
+
+// Operations of a startup (runner/startup*.go), as stored in
+// actions.operation.
+const (
+	OpPowerOn       Operation = "power-on"        // a host, from its power-on to SSH answering
+	OpBMCPowerState Operation = "bmc-power-state" // the power state read before deciding
+	OpBMCPowerOn    Operation = "bmc-power-on"    // the BMC power-on request
+	OpCephWaitOSDs  Operation = "ceph-wait-osds"  // waiting until every OSD is up
+	OpComputeWait   Operation = "compute-wait"    // waiting for Keystone, Nova and nova-compute
+	OpOSStart       Operation = "os-start"        // one VM
+)
+
+// PartOfPowerOn reports whether o is a step on the way to a host's
+// power-on, whose failure the host's own power-on action (SSH back or not)
+// decides, as PartOfPowerOff does for a power-off: a BMC that did not
+// answer for a host that came back by itself is not a failure of the job.
+func (o Operation) PartOfPowerOn() bool {
+	return o == OpBMCPowerState || o == OpBMCPowerOn
+}

@@ -217,7 +217,7 @@ func TestSubscribe(t *testing.T) {
 	cancelOther()
 
 	// Wake-ups coalesce: two writes, one pending signal, and no write blocks.
-	if err := s.SetCurrentStep(ctx, job.ID, "a"); err != nil {
+	if err := setCurrentStep(ctx, s, job.ID, "a"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddEvent(ctx, job.ID, "info", "b", ""); err != nil {

@@ -63,7 +63,7 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 		for half := range 2 {
 			part := res[half*len(res)/2 : (half+1)*len(res)/2]
 			must(st.FinishActions(ctx, part))
-			must(st.SetCurrentStep(ctx, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/%d off)", from+len(part)*(half+1), s.VMs)))
+			must(setCurrentStep(ctx, st, job.ID, fmt.Sprintf("Stopping OpenStack VMs (%d/%d off)", from+len(part)*(half+1), s.VMs)))
 		}
 	}
 	vmState := store.StepSucceeded
@@ -76,10 +76,10 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 	must(err)
 	must(st.StartStep(ctx, stStep.ID))
 	for _, flag := range []string{"noout", "norecover", "norebalance", "nobackfill", "nodown", "pause"} {
-		a, err := st.BeginAction(ctx, store.ActionKey{JobID: job.ID, StepID: stStep.ID, TargetKind: "storage",
-			Target: "storage-001", TargetID: "ceph osd set " + flag, Operation: "ceph-set-" + flag}, "")
+		a, err := beginAction(ctx, st, store.ActionKey{JobID: job.ID, StepID: stStep.ID, TargetKind: "storage",
+			Target: "storage-001", TargetID: "ceph osd set " + flag, Operation: store.Operation("ceph-set-" + flag)}, "")
 		must(err)
-		must(st.FinishAction(ctx, a.ID, store.ActionSucceeded, "", ""))
+		must(finishAction(ctx, st, a.ID, store.ActionSucceeded, "", ""))
 	}
 	must(st.FinishStep(ctx, stStep.ID, store.StepSucceeded, "7 commands", ""))
 
@@ -111,18 +111,18 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 		for k, name := range names {
 			i := from + k
 			powerOff, ssh := as[2*k], as[2*k+1]
-			must(st.FinishAction(ctx, ssh.ID, store.ActionSucceeded, "sent: systemctl poweroff", ""))
-			key := func(op string) store.ActionKey {
+			must(finishAction(ctx, st, ssh.ID, store.ActionSucceeded, "sent: systemctl poweroff", ""))
+			key := func(op store.Operation) store.ActionKey {
 				return store.ActionKey{JobID: job.ID, StepID: hStep.ID, TargetKind: "bmc", Target: name, Operation: op}
 			}
-			step := func(op string, ok bool, msg string) {
-				a, err := st.BeginAction(ctx, key(op), "")
+			step := func(op store.Operation, ok bool, msg string) {
+				a, err := beginAction(ctx, st, key(op), "")
 				must(err)
 				state := store.ActionSucceeded
 				if !ok {
 					state = store.ActionFailed
 				}
-				must(st.FinishAction(ctx, a.ID, state, "", msg))
+				must(finishAction(ctx, st, a.ID, state, "", msg))
 			}
 			soft, hard := i < s.SoftOff, i < s.HardOff
 			failed := hard && i >= s.HardOff-s.FailedHosts
@@ -135,11 +135,11 @@ func recordShutdown(tb testing.TB, st *store.Store, s bigShutdown) (store.Job, [
 				step("bmc-hard-off", !failed, "BMC refused: <script>alert(1)</script>")
 			}
 			if failed {
-				must(st.FinishAction(ctx, powerOff.ID, store.ActionFailed, "", "still on after BMC hard off"))
+				must(finishAction(ctx, st, powerOff.ID, store.ActionFailed, "", "still on after BMC hard off"))
 				must(st.AddEvent(ctx, job.ID, "error", "host "+name+" not confirmed off", "still on after BMC hard off"))
 				continue
 			}
-			must(st.FinishAction(ctx, powerOff.ID, store.ActionSucceeded, "off via SSH", ""))
+			must(finishAction(ctx, st, powerOff.ID, store.ActionSucceeded, "off via SSH", ""))
 			must(st.AddEvent(ctx, job.ID, "info", "host "+name+" off", ""))
 		}
 	}

@@ -14,7 +14,7 @@ import (
 // PowerSource is the site's UPS as the pages need it: the overview compares
 // the forecast of a shutdown with its battery runtime, and the timeline of
 // a running job draws when the battery runs out. It is the hook for the
-// power source watcher (SPEC section 7); with none configured (Options.Power
+// power source watcher still to come; with none configured (Options.Power
 // nil) the overview shows the forecast alone.
 type PowerSource interface {
 	// PowerReading returns the last reading; ok is false before the first.

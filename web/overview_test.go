@@ -15,7 +15,7 @@ import (
 func TestPowerFrom(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	a := func(kind, op string, state store.ActionState, errMsg string) store.Action {
+	a := func(kind store.TargetKind, op store.Operation, state store.ActionState, errMsg string) store.Action {
 		return store.Action{TargetKind: kind, Target: "c1", Operation: op, State: state, Error: errMsg, Detail: "", StartedAt: &at, FinishedAt: &at}
 	}
 	shutdown := store.Job{ID: 9, Kind: store.KindShutdown}
@@ -163,7 +163,7 @@ func TestOverview(t *testing.T) {
 	if err := e.st.StartJob(context.Background(), run.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetCurrentStep(context.Background(), run.ID, "Stopping OpenStack VMs (3/9 off)"); err != nil {
+	if err := setCurrentStep(context.Background(), e.st, run.ID, "Stopping OpenStack VMs (3/9 off)"); err != nil {
 		t.Fatal(err)
 	}
 	_, body = e.get(t, c, "/")

@@ -241,7 +241,7 @@ type actionView struct {
 }
 
 func newActionView(a store.Action, now time.Time) actionView {
-	v := actionView{ID: a.ID, Target: a.Target, TargetKind: a.TargetKind, TargetID: a.TargetID, Operation: a.Operation,
+	v := actionView{ID: a.ID, Target: a.Target, TargetKind: string(a.TargetKind), TargetID: a.TargetID, Operation: string(a.Operation),
 		State: a.State, Icon: icon(a.State), Attempts: a.Attempts, Detail: a.Detail, Error: a.Error,
 		Took: fmtDuration(span(a.StartedAt, a.FinishedAt, now))}
 	if a.StartedAt != nil {

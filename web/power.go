@@ -49,7 +49,7 @@ func powerFrom(j store.Job, acts []store.Action) (hostPower, bool) {
 	}
 	src := fmt.Sprintf("%s job %d", j.Kind, j.ID)
 	p := hostPower{JobID: j.ID}
-	find := func(kind, op string) *store.Action {
+	find := func(kind store.TargetKind, op store.Operation) *store.Action {
 		for i := range acts {
 			if acts[i].TargetKind == kind && acts[i].Operation == op {
 				return &acts[i]
@@ -69,7 +69,7 @@ func powerFrom(j store.Job, acts []store.Action) (hostPower, bool) {
 	}
 	switch j.Kind {
 	case store.KindShutdown:
-		a := find("host", "power-off")
+		a := find(store.TargetHost, store.OpPowerOff)
 		switch {
 		case a == nil:
 			return hostPower{}, false
@@ -91,9 +91,9 @@ func powerFrom(j store.Job, acts []store.Action) (hostPower, bool) {
 
 // simulationPower reads a simulation's BMC check, which reads the power
 // state, then its SSH check.
-func simulationPower(acts []store.Action, find func(kind, op string) *store.Action,
+func simulationPower(acts []store.Action, find func(store.TargetKind, store.Operation) *store.Action,
 	decided func(state, why string, a *store.Action) (hostPower, bool)) (hostPower, bool) {
-	b, s := find("bmc", "check-bmc"), find("host", "check-ssh")
+	b, s := find(store.TargetBMC, store.OpCheckBMC), find(store.TargetHost, store.OpCheckSSH)
 	if b != nil && b.State == store.ActionSucceeded {
 		return decided(PowerOn, "the BMC read On", b)
 	}
@@ -110,14 +110,14 @@ func simulationPower(acts []store.Action, find func(kind, op string) *store.Acti
 	}
 	for _, a := range []*store.Action{b, s} {
 		if a != nil && a.State == store.ActionFailed {
-			return decided(PowerUnknown, a.Operation+" failed: "+a.Error, a)
+			return decided(PowerUnknown, string(a.Operation)+" failed: "+a.Error, a)
 		}
 	}
 	return hostPower{}, false
 }
 
 // startupPower reads a startup's records of a host: the startup kind is
-// coming (SPEC section 3); its host actions bring a host up, so a host
+// coming; its host actions bring a host up, so a host
 // whose actions all succeeded is On.
 func startupPower(acts []store.Action, decided func(state, why string, a *store.Action) (hostPower, bool)) (hostPower, bool) {
 	// The host's power-on action (runner/startup_hosts.go) is the verdict:
@@ -139,12 +139,12 @@ func startupPower(acts []store.Action, decided func(state, why string, a *store.
 		a := &acts[i]
 		switch {
 		case a.State == store.ActionFailed:
-			return decided(PowerUnknown, a.Operation+" failed: "+a.Error, a)
+			return decided(PowerUnknown, string(a.Operation)+" failed: "+a.Error, a)
 		case !a.State.Final():
 			return decided(PowerUnknown, "power-on in progress", a)
 		}
 	}
-	return decided(PowerOn, "back up ("+last.Operation+" succeeded)", last)
+	return decided(PowerOn, "back up ("+string(last.Operation)+" succeeded)", last)
 }
 
 func cmpOr(a, b string) string {
@@ -212,7 +212,7 @@ func (w *Web) hostRecords(ctx context.Context, jobID int64) (map[string][]store.
 			return nil, fmt.Errorf("read actions of job %d: %w", jobID, err)
 		}
 		for _, a := range acts {
-			if a.TargetKind == "host" || a.TargetKind == "bmc" {
+			if a.TargetKind == store.TargetHost || a.TargetKind == store.TargetBMC {
 				by[a.Target] = append(by[a.Target], a)
 			}
 		}

@@ -1,8 +1,7 @@
-// Package web serves the browser history pages of shutdownd (SPEC.md
-// section 4): the site overview at /, the job list, each job's timeline
-// picture, steps, target actions and event log, updated live while a job
-// runs, behind a login form that takes a read token and keeps a
-// server-side session in a cookie.
+// Package web serves the browser history pages of shutdownd: the site
+// overview at /, the job list, each job's timeline picture, steps, target
+// actions and event log, updated live while a job runs, behind a login
+// form that takes a read token and keeps a server-side session in a cookie.
 //
 // The pictures (the job timeline, the forecast against the UPS runtime)
 // are SVG written by the templates from the geometry of package

@@ -210,7 +210,7 @@ func TestRunningJobRefreshesWithoutJS(t *testing.T) {
 	if err := e.st.StartJob(ctx, job.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.SetCurrentStep(ctx, job.ID, "Stopping OpenStack VMs (3/10 off)"); err != nil {
+	if err := setCurrentStep(ctx, e.st, job.ID, "Stopping OpenStack VMs (3/10 off)"); err != nil {
 		t.Fatal(err)
 	}
 	_, body := e.get(t, e.loggedIn(t), fmt.Sprintf("/history/%d", job.ID))

@@ -216,13 +216,13 @@ func auditJob(ctx context.Context, st *store.Store, id int64, format string, w i
 	actions := &table{title: "actions", header: []string{"id", "step", "target_kind", "target", "target_id", "operation",
 		"state", "attempts", "started", "finished", "seconds", "detail", "error"}}
 	for _, a := range rep.Actions {
-		actions.add(strconv.FormatInt(a.ID, 10), names[a.StepID], a.TargetKind, a.Target, a.TargetID, a.Operation,
+		actions.add(strconv.FormatInt(a.ID, 10), names[a.StepID], string(a.TargetKind), a.Target, a.TargetID, string(a.Operation),
 			string(a.State), strconv.Itoa(a.Attempts), at(a.StartedAt), at(a.FinishedAt),
 			seconds(a.StartedAt, a.FinishedAt), a.Detail, a.Error)
 	}
 	events := &table{title: "events", header: []string{"id", "at", "level", "message", "detail"}}
 	for _, e := range rep.Events {
-		events.add(strconv.FormatInt(e.ID, 10), at(&e.At), e.Level, e.Message, e.Detail)
+		events.add(strconv.FormatInt(e.ID, 10), at(&e.At), string(e.Level), e.Message, e.Detail)
 	}
 	return writeTables(w, format, job, steps, actions, events)
 }

@@ -415,7 +415,7 @@ func TestE2EHostWithoutSSHIsPoweredOffThroughItsBMCAndStubbornHostIsEscalated(t 
 	got := map[string]string{}
 	for _, a := range actions {
 		if a.TargetKind == "host" || a.TargetKind == "bmc" {
-			got[a.Target+" "+a.Operation] = string(a.State) + " " + a.Detail + a.Error
+			got[a.Target+" "+string(a.Operation)] = string(a.State) + " " + a.Detail + a.Error
 		}
 	}
 	expect := map[string]string{

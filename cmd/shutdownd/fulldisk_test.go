@@ -130,7 +130,7 @@ func readRecords(t *testing.T, path string, id int64) records {
 		t.Fatal(err)
 	}
 	for _, e := range evs {
-		rec.events = append(rec.events, e.Level+" "+e.Message)
+		rec.events = append(rec.events, string(e.Level)+" "+e.Message)
 	}
 	rep, err := st.VerifyChain(ctx, id)
 	if err != nil || !rep.OK || rep.Events != len(evs) {

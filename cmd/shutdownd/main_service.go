@@ -24,9 +24,6 @@ import (
 type Main struct {
 	Config *config.Config
 	Logger *slog.Logger
-	// Deps lets the demo and tests tune how the runner reaches peers; zero
-	// means the real adapters.
-	Deps runner.Deps
 	// BootIDFile is where the runner reads this machine's boot id (empty:
 	// the kernel's); tests set it to play a reboot.
 	BootIDFile string
@@ -60,7 +57,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("open store %s: %w", m.Config.Database, err)
 	}
 	m.Store = st
-	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Deps: m.Deps, Observer: m.observer(st),
+	m.Runner = runner.New(m.Config, st, runner.Options{Logger: m.Logger, Observer: m.observer(st),
 		BootIDFile: m.BootIDFile})
 	m.Metrics.WatchCloudLogin(m.Runner.CloudLogin)
 	// Any failure from here on undoes what was started: the notifier's

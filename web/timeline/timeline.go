@@ -405,7 +405,7 @@ func title(r Row, detail, errMsg string) string {
 // stillRunning reports whether a VM counts in the curve: an os-stop was
 // sent to it (a VM found SHUTOFF or left alone never ran during the job).
 func stillRunning(a store.Action) bool {
-	return a.TargetKind == "vm" && a.Operation == "os-stop" && a.Attempts > 0 && !strings.HasPrefix(a.Detail, "already SHUTOFF")
+	return a.TargetKind == store.TargetVM && a.Operation == store.OpOSStop && a.Attempts > 0 && !strings.HasPrefix(a.Detail, "already SHUTOFF")
 }
 
 // vmRow draws the VMs still running during a step that stopped VMs.
@@ -506,7 +506,7 @@ func (c *Chart) hostRows(acts []store.Action, now time.Time) []Row {
 	var order []string
 	by := map[string][]store.Action{}
 	for _, a := range acts {
-		if a.TargetKind != "host" && a.TargetKind != "bmc" {
+		if a.TargetKind != store.TargetHost && a.TargetKind != store.TargetBMC {
 			continue
 		}
 		if _, ok := by[a.Target]; !ok {
@@ -523,9 +523,11 @@ func (c *Chart) hostRows(acts []store.Action, now time.Time) []Row {
 
 func (c *Chart) hostRow(name string, acts []store.Action, now time.Time) Row {
 	r := Row{Kind: KindHost, Label: name}
-	main := slices.IndexFunc(acts, func(a store.Action) bool { return a.TargetKind == "host" && a.Operation == "power-off" })
+	main := slices.IndexFunc(acts, func(a store.Action) bool { return a.TargetKind == store.TargetHost && a.Operation == store.OpPowerOff })
 	if main < 0 {
-		main = slices.IndexFunc(acts, func(a store.Action) bool { return a.TargetKind == "host" && a.Operation == "self-poweroff" })
+		main = slices.IndexFunc(acts, func(a store.Action) bool {
+			return a.TargetKind == store.TargetHost && a.Operation == store.OpSelfPowerOff
+		})
 	}
 	var detail, errMsg string
 	if main >= 0 {
@@ -547,7 +549,7 @@ func (c *Chart) hostRow(name string, acts []store.Action, now time.Time) Row {
 			case !a.State.Final():
 				open = true
 			case a.State == store.ActionFailed && errMsg == "":
-				r.State, errMsg = string(store.ActionFailed), a.Operation+": "+a.Error
+				r.State, errMsg = string(store.ActionFailed), string(a.Operation)+": "+a.Error
 			}
 		}
 		if open {
@@ -577,11 +579,11 @@ func (c *Chart) mark(a store.Action) (Mark, bool) {
 	var m Mark
 	at := a.StartedAt
 	switch {
-	case a.TargetKind == "bmc" && a.Operation == "bmc-soft-off":
+	case a.TargetKind == store.TargetBMC && a.Operation == store.OpBMCSoftOff:
 		m.Kind, m.Label = "soft-off", "BMC soft off"
-	case a.TargetKind == "bmc" && a.Operation == "bmc-hard-off":
+	case a.TargetKind == store.TargetBMC && a.Operation == store.OpBMCHardOff:
 		m.Kind, m.Label = "hard-off", "BMC hard off"
-	case a.TargetKind == "host" && a.Operation == "ssh-poweroff" && a.State == store.ActionFailed:
+	case a.TargetKind == store.TargetHost && a.Operation == store.OpSSHPowerOff && a.State == store.ActionFailed:
 		m.Kind, m.Label, at = "ssh-failed", "SSH failed", a.FinishedAt
 	default:
 		return Mark{}, false

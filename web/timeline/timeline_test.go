@@ -100,7 +100,7 @@ func TestAxisAndLines(t *testing.T) {
 }
 
 // act is an action of step 3 (hosts) unless kind is vm.
-func act(id int64, kind, target, op string, state store.ActionState, from, to time.Duration, errMsg string) store.Action {
+func act(id int64, kind store.TargetKind, target string, op store.Operation, state store.ActionState, from, to time.Duration, errMsg string) store.Action {
 	a := store.Action{ID: id, JobID: 7, StepID: 3, TargetKind: kind, Target: target, Operation: op, State: state,
 		Attempts: 1, Error: errMsg, StartedAt: at(from)}
 	if kind == "vm" {

@@ -119,7 +119,7 @@ func (j *Journal) written(e *entry, err error) {
 				n, store.FormatTime(j.since), store.FormatTime(time.Now()), reason)
 			now := time.Now()
 			j.pending = append(j.pending, &entry{at: now, b: store.Batch{JobID: job, At: now,
-				Events: []store.EventRecord{{Level: "warn", Message: "records written late: the store refused writes", Detail: detail}}}})
+				Events: []store.EventRecord{{Level: store.LevelWarn, Message: "records written late: the store refused writes", Detail: detail}}}})
 		}
 		clear(j.heldJobs)
 		j.since, j.lastErr = time.Time{}, nil

@@ -76,7 +76,7 @@ func (jb Job) Record(recs []store.ActionRecord) error {
 }
 
 // Event appends an event to the job's log, without waiting for it.
-func (jb Job) Event(level, msg, detail string) {
+func (jb Job) Event(level store.Level, msg, detail string) {
 	jb.j.submit(false, &entry{b: store.Batch{JobID: jb.id, Events: []store.EventRecord{{Level: level, Message: msg, Detail: detail}}}})
 }
 
@@ -204,7 +204,11 @@ func (jb Job) StepActions(ctx context.Context, stepID int64) ([]store.Action, er
 }
 
 // actionKey is what makes an action unique within its step.
-type actionKey struct{ kind, target, targetID, op string }
+type actionKey struct {
+	kind             store.TargetKind
+	target, targetID string
+	op               store.Operation
+}
 
 func keyOf(k store.ActionKey) actionKey {
 	return actionKey{k.TargetKind, k.Target, k.TargetID, k.Operation}

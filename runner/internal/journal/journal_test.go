@@ -123,7 +123,7 @@ func newJournal(t *testing.T, st *store.Store, obs Observer) *Journal {
 	return j
 }
 
-func hostKey(job store.Job, stepID int64, target, op string) store.ActionKey {
+func hostKey(job store.Job, stepID int64, target string, op store.Operation) store.ActionKey {
 	return store.ActionKey{JobID: job.ID, StepID: stepID, TargetKind: "host", Target: target, Operation: op}
 }
 
