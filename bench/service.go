@@ -120,7 +120,7 @@ func createToken(ctx context.Context, db string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := st.CreateToken(ctx, "bench", store.HashToken(secret), []string{"read", "shutdown"}, nil, nil); err != nil {
+	if _, err := st.CreateToken(ctx, "bench", store.HashToken(secret), []string{"read", "shutdown", "startup"}, nil, nil); err != nil {
 		return "", fmt.Errorf("create token: %w", err)
 	}
 	return secret, nil

@@ -164,6 +164,9 @@ type Storage struct {
 	Hosts []string
 	// Commands are run in order instead of the ceph preset (type commands).
 	Commands []StorageCommand
+	// StartupCommands are what a startup runs instead (type commands);
+	// empty: a startup leaves storage as it is.
+	StartupCommands []StorageCommand
 	// HealthCommand is the read-only check a simulation runs on AdminHost.
 	HealthCommand string
 }
@@ -218,6 +221,11 @@ type Timeouts struct {
 	BMCSoftOff, BMCHardOff time.Duration
 	// BMCPollInterval is the pause between power-state reads.
 	BMCPollInterval time.Duration
+	// HostBoot bounds a startup's wait for a host powered on to answer
+	// SSH, and for the compute services before VMs are started.
+	HostBoot time.Duration
+	// StorageReady bounds a startup's wait for every Ceph OSD to be up.
+	StorageReady time.Duration
 }
 
 // Host roles, in the default shutdown order.

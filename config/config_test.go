@@ -102,6 +102,7 @@ func TestLoadFull(t *testing.T) {
 		BMC:     BMC{Protocol: "redfish", User: "admin", Password: testPassword, Timeout: 10 * time.Second},
 		Timeouts: Timeouts{
 			HostOff: 2 * time.Minute, BMCSoftOff: 30 * time.Second, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second,
+			HostBoot: DefaultHostBoot, StorageReady: DefaultStorageReady,
 		},
 		ResumeWindow: 15 * time.Minute,
 		Hosts: []Host{
@@ -164,7 +165,8 @@ func TestDefaults(t *testing.T) {
 	if c.Storage.Type != "none" || c.Storage.Plan() != nil {
 		t.Errorf("storage = %+v, want type none and an empty plan", c.Storage)
 	}
-	wantT := Timeouts{HostOff: 3 * time.Minute, BMCSoftOff: time.Minute, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second}
+	wantT := Timeouts{HostOff: 3 * time.Minute, BMCSoftOff: time.Minute, BMCHardOff: time.Minute, BMCPollInterval: 2 * time.Second,
+		HostBoot: DefaultHostBoot, StorageReady: DefaultStorageReady}
 	if c.Timeouts != wantT {
 		t.Errorf("timeouts = %+v, want %+v", c.Timeouts, wantT)
 	}

@@ -27,6 +27,7 @@ func (c *Config) Describe(w io.Writer) {
 	warnings = append(warnings, c.describeHosts(w, p)...)
 	p("")
 	c.PowerSource.DescribePower(p)
+	c.describeStartup(p)
 	c.describeNotify(p)
 	if len(warnings) > 0 {
 		p("")

@@ -152,7 +152,7 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 	if !ok {
 		return
 	}
-	m := d.mapping(se.val, "storage", "type", "admin_host", "hosts", "commands", "health_command")
+	m := d.mapping(se.val, "storage", "type", "admin_host", "hosts", "commands", "health_command", "startup_commands")
 	if m == nil {
 		return // not a mapping: reported
 	}
@@ -179,13 +179,14 @@ func (d *decoder) storage(top map[string]entry, c *Config) {
 	}
 	switch typ {
 	case StorageNone:
-		d.unusedStorage(m, typ, "admin_host", "hosts", "commands", "health_command")
+		d.unusedStorage(m, typ, "admin_host", "hosts", "commands", "health_command", "startup_commands")
 	case StorageCeph:
-		d.unusedStorage(m, typ, "commands")
+		d.unusedStorage(m, typ, "commands", "startup_commands")
 		d.storageCeph(se, m, c)
 	case StorageCommands:
 		d.unusedStorage(m, typ, "hosts")
 		d.storageCommands(se, m, c)
+		d.startupCommands(m, c)
 	}
 }
 

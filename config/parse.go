@@ -61,6 +61,8 @@ func defaults(name string) *Config {
 			BMCSoftOff:      time.Minute,
 			BMCHardOff:      time.Minute,
 			BMCPollInterval: 2 * time.Second,
+			HostBoot:        DefaultHostBoot,
+			StorageReady:    DefaultStorageReady,
 		},
 		ResumeWindow: DefaultResumeWindow,
 		Metrics:      Metrics{Access: MetricsRead},
@@ -291,10 +293,11 @@ func (d *decoder) openstack(e entry, c *Config) {
 }
 
 func (d *decoder) timeouts(n *yaml.Node, c *Config) {
-	m := d.mapping(n, "timeouts", "host_off", "bmc_soft_off", "bmc_hard_off", "bmc_poll_interval")
+	m := d.mapping(n, "timeouts", "host_off", "bmc_soft_off", "bmc_hard_off", "bmc_poll_interval", "host_boot", "storage_ready")
 	t := &c.Timeouts
 	for key, dst := range map[string]*time.Duration{
 		"host_off": &t.HostOff, "bmc_soft_off": &t.BMCSoftOff, "bmc_hard_off": &t.BMCHardOff, "bmc_poll_interval": &t.BMCPollInterval,
+		"host_boot": &t.HostBoot, "storage_ready": &t.StorageReady,
 	} {
 		if e, ok := m[key]; ok {
 			if v, ok := d.duration(e.val, "timeouts."+key); ok {

@@ -52,6 +52,10 @@ func (c StorageCommand) Operation() string {
 		return "ceph-set-" + strings.TrimPrefix(c.Command, cephSetPrefix)
 	case c.Command == CephStopCommand:
 		return "stop-ceph"
+	case strings.HasPrefix(c.Command, cephUnsetPrefix):
+		return "ceph-unset-" + strings.TrimPrefix(c.Command, cephUnsetPrefix)
+	case c.Command == CephStartCommand:
+		return "start-ceph"
 	default:
 		return "storage-command"
 	}

@@ -19,6 +19,11 @@ const (
 	ScopeRead     = "read"
 	ScopeSimulate = "simulate"
 	ScopeShutdown = "shutdown"
+	// ScopeStartup powers the site on again (POST /startup): a scope of
+	// its own, never given to existing tokens, since a UPS controller that
+	// may shut the site down must not be able to start it on a flapping
+	// mains.
+	ScopeStartup = "startup"
 )
 
 // touchInterval limits last_used_at writes: a monitor polling a status

@@ -23,6 +23,8 @@ const (
 	CodeRateLimitReached    = "rate_limit_reached"
 	CodeInternal            = "internal_error"
 	CodeServiceUnavailable  = "service_unavailable"
+	// CodeNoShutdown: POST /startup found no shutdown job to restore.
+	CodeNoShutdown = "no_shutdown_to_restore"
 )
 
 // statusByCode is the one mapping from error code to HTTP status, so a code
@@ -40,6 +42,7 @@ var statusByCode = map[string]int{
 	CodeRateLimitReached:    http.StatusTooManyRequests,
 	CodeInternal:            http.StatusInternalServerError,
 	CodeServiceUnavailable:  http.StatusServiceUnavailable,
+	CodeNoShutdown:          http.StatusConflict,
 }
 
 // StatusForCode returns the HTTP status of an error code (500 for an unknown

@@ -200,8 +200,40 @@ func TestPlan(t *testing.T) {
 	resp, b = e.do(req{method: "GET", path: "/plan", token: read})
 	want := `{"data":{"estimate_seconds":95.5,"worst_case_seconds":600,"vms_to_stop":40,"simulation_job_id":3,` +
 		`"simulated_at":"2025-06-24T07:00:00.000000Z","computed_at":"2025-06-24T07:00:00.000000Z",` +
-		`"steps":[{"name":"openstack","estimate_seconds":95.5,"worst_case_seconds":600,"basis":"measured","detail":"d"}]},"error":null,"status":"success"}`
+		`"steps":[{"name":"openstack","estimate_seconds":95.5,"worst_case_seconds":600,"basis":"measured","detail":"d"}],` +
+		`"startup_seconds":null,"startup_job_id":null},"error":null,"status":"success"}`
 	if resp.StatusCode != http.StatusOK || string(b) != want {
 		t.Errorf("plan:\n got %s\nwant %s", b, want)
+	}
+
+	// After a successful startup, the plan says how long it took.
+	ctx := context.Background()
+	sd, _, err := e.st.CreateShutdown(ctx, store.NewJob{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.FinishJob(ctx, sd.ID, store.StateSucceeded, ""); err != nil {
+		t.Fatal(err)
+	}
+	su, err := e.st.CreateStartup(ctx, store.NewJob{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.StartJob(ctx, su.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.FinishJob(ctx, su.ID, store.StateSucceeded, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, b = e.do(req{method: "GET", path: "/plan", token: read})
+	var got struct {
+		Data struct {
+			StartupSeconds *float64 `json:"startup_seconds"`
+			StartupJobID   *int64   `json:"startup_job_id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || got.Data.StartupJobID == nil || *got.Data.StartupJobID != su.ID ||
+		got.Data.StartupSeconds == nil || *got.Data.StartupSeconds < 0 {
+		t.Errorf("plan after a startup: %s", b)
 	}
 }

@@ -125,10 +125,10 @@ func parseJobFilter(r *http.Request) (store.JobFilter, error) {
 	}
 	var f store.JobFilter
 	switch k := store.Kind(q.Get("kind")); k {
-	case "", store.KindSimulation, store.KindShutdown:
+	case "", store.KindSimulation, store.KindShutdown, store.KindStartup:
 		f.Kind = k
 	default:
-		return f, Errorf(CodeInvalidRequest, "kind: %q is not one of simulation, shutdown", k)
+		return f, Errorf(CodeInvalidRequest, "kind: %q is not one of simulation, shutdown, startup", k)
 	}
 	switch st := store.State(q.Get("state")); st {
 	case "", store.StatePending, store.StateRunning, store.StateSucceeded, store.StateFailed, store.StateCancelled:
@@ -237,8 +237,11 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	c, _ := CallerFrom(r.Context())
 	scope := ScopeSimulate
-	if job.Kind == store.KindShutdown {
+	switch job.Kind {
+	case store.KindShutdown:
 		scope = ScopeShutdown
+	case store.KindStartup:
+		scope = ScopeStartup
 	}
 	if err := checkScope(c.Token, scope); err != nil {
 		s.WriteError(w, r, err)

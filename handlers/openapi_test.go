@@ -515,6 +515,19 @@ func TestOpenAPIResponses(t *testing.T) {
 	wantStatus(do("GET", "/jobs/{id}/events", jp+"/events", "", "", nil), CodeMissingToken)
 	wantStatus(do("GET", "/jobs/{id}/events", jp+"/events", netTok, "", nil), CodeUnauthorizedNetwork)
 
+	// Startup: its own scope, restoring the (final) shutdown above.
+	startTok := e.token("ops-startup", []string{ScopeStartup, ScopeRead}, nil, nil)
+	wantStatus(do("POST", "/startup", "/startup", startTok, `{"shutdown_job":"latest"}`, nil), CodeInvalidRequest)
+	do("POST", "/startup", "/startup", startTok, `{"reason":"mains back"}`, nil)
+	wantStatus(do("POST", "/startup", "/startup", startTok, "", nil), CodeJobRunning)
+	wantStatus(do("POST", "/startup", "/startup", "", "", nil), CodeMissingToken)
+	wantStatus(do("POST", "/startup", "/startup", shut, "", nil), CodeScopeNotGranted)
+	if got := do("GET", "/startup/status", "/startup/status", read, "", nil); got["data"].(map[string]any)["running"] != true {
+		t.Errorf("startup status: %v", got["data"])
+	}
+	wantStatus(do("GET", "/startup/status", "/startup/status", "", "", nil), CodeMissingToken)
+	wantStatus(do("GET", "/startup/status", "/startup/status", netTok, "", nil), CodeUnauthorizedNetwork)
+
 	// Part 2: a broken store answers 500 and 503 in the documented shape.
 	broken := newEnv(t, nil)
 	brokenTok := broken.token("reader", []string{ScopeRead}, nil, nil)
@@ -531,6 +544,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	downTok := down.token("ups", []string{ScopeSimulate, ScopeShutdown}, nil, nil)
 	resp, b = down.do(req{method: "POST", path: "/simulate", token: downTok})
 	wantStatus(c.verify("POST", "/simulate", resp, b), CodeServiceUnavailable)
+	resp, b = down.do(req{method: "POST", path: "/startup", token: down.token("ops", []string{ScopeStartup}, nil, nil)})
+	wantStatus(c.verify("POST", "/startup", resp, b), CodeServiceUnavailable)
 	resp, b = down.do(req{method: "POST", path: "/shutdown", token: downTok})
 	if c.verify("POST", "/shutdown", resp, b); resp.StatusCode != 202 || resp.Header.Get("Location") != "/jobs/7" {
 		t.Errorf("POST /shutdown while powering off this machine: %d %q, want 202 for job 7", resp.StatusCode, resp.Header.Get("Location"))

@@ -30,6 +30,11 @@ type PlanJSON struct {
 	SimulatedAt     *string        `json:"simulated_at"`
 	ComputedAt      string         `json:"computed_at"`
 	Steps           []PlanStepJSON `json:"steps"`
+	// StartupSeconds is how long the last successful startup took, the
+	// best guide to how long the site takes to come back; null before
+	// any. StartupJobID names that startup.
+	StartupSeconds *float64 `json:"startup_seconds"`
+	StartupJobID   *int64   `json:"startup_job_id"`
 }
 
 // PlanStepJSON is the forecast of one step.
@@ -80,6 +85,22 @@ func (s *Server) MountPlan(f Forecaster) {
 			s.WriteError(w, r, fmt.Errorf("forecast: %w", err))
 			return
 		}
-		writeData(w, http.StatusOK, NewPlanJSON(fc))
+		p := NewPlanJSON(fc)
+		if err := s.addStartup(r.Context(), &p); err != nil {
+			s.WriteError(w, r, fmt.Errorf("forecast: %w", err))
+			return
+		}
+		writeData(w, http.StatusOK, p)
 	}))).Methods(http.MethodGet)
+}
+
+// addStartup fills in the duration of the last successful startup.
+func (s *Server) addStartup(ctx context.Context, p *PlanJSON) error {
+	js, err := s.store.ListJobs(ctx, store.JobFilter{Kind: store.KindStartup, State: store.StateSucceeded, Limit: 1})
+	if err != nil || len(js) == 0 || js[0].StartedAt == nil || js[0].FinishedAt == nil {
+		return err
+	}
+	d, id := seconds(js[0].FinishedAt.Sub(*js[0].StartedAt)), js[0].ID
+	p.StartupSeconds, p.StartupJobID = &d, &id
+	return nil
 }

@@ -120,12 +120,14 @@ func (s *Server) routes() {
 	// nothing else.
 	r.Handle("/shutdown/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindShutdown))).Methods(http.MethodGet)
 	r.Handle("/simulate/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindSimulation))).Methods(http.MethodGet)
+	r.Handle("/startup/status", s.RequireScope(ScopeRead, s.statusHandler(store.KindStartup))).Methods(http.MethodGet)
 
 	r.Handle("/healthz", http.HandlerFunc(s.handleHealthz)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/openapi.yaml", http.HandlerFunc(s.handleOpenAPI)).Methods(http.MethodGet, http.MethodHead)
 
 	r.Handle("/simulate", s.RequireScope(ScopeSimulate, s.idempotent(store.KindSimulation, http.HandlerFunc(s.handleSimulate)))).Methods(http.MethodPost)
 	r.Handle("/shutdown", s.RequireScope(ScopeShutdown, s.idempotent(store.KindShutdown, http.HandlerFunc(s.handleShutdown)))).Methods(http.MethodPost)
+	r.Handle("/startup", s.RequireScope(ScopeStartup, s.idempotent(store.KindStartup, http.HandlerFunc(s.handleStartup)))).Methods(http.MethodPost)
 
 	r.Handle("/jobs", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleListJobs))).Methods(http.MethodGet)
 	r.Handle("/jobs/{id:[0-9]+}", s.RequireScope(ScopeRead, http.HandlerFunc(s.handleJob))).Methods(http.MethodGet)

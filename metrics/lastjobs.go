@@ -44,7 +44,7 @@ func (l *lastJobs) Describe(ch chan<- *prometheus.Desc) {
 func (l *lastJobs) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, k := range []store.Kind{store.KindSimulation, store.KindShutdown} {
+	for _, k := range []store.Kind{store.KindSimulation, store.KindShutdown, store.KindStartup} {
 		j, err := l.st.LatestJob(ctx, k)
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(l.state, err)

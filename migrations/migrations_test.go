@@ -1,6 +1,7 @@
 package migrations_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"path/filepath"
@@ -83,5 +84,88 @@ func TestUpDownUp(t *testing.T) {
 	}
 	if srcs := p.ListSources(); v != srcs[len(srcs)-1].Version {
 		t.Errorf("db version %d, want %d", v, srcs[len(srcs)-1].Version)
+	}
+}
+
+// TestStartupMigrationKeepsJobs runs 00007 over a database holding a
+// shutdown with steps, actions and events: the jobs table is rebuilt for
+// the new CHECK, so every row and every reference must survive it, up and
+// down, and the down must take the startups (which the old CHECK forbids)
+// with everything that hangs off them.
+func TestStartupMigrationKeepsJobs(t *testing.T) {
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "m.db")+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	const ts = "2025-06-24T07:47:04.065478Z"
+	hash := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	mustExec(t, db, `INSERT INTO jobs (id, kind, state, created_at, started_at, finished_at, reason, boot_id)
+		VALUES (7, 'shutdown', 'succeeded', ?, ?, ?, 'mains lost', 'b1')`, ts, ts, ts)
+	mustExec(t, db, `INSERT INTO steps (id, job_id, seq, name, state, started_at, finished_at) VALUES (1, 7, 0, 'vms', 'succeeded', ?, ?)`, ts, ts)
+	mustExec(t, db, `INSERT INTO actions (job_id, step_id, target_kind, target, operation, state, started_at, finished_at, updated_at)
+		VALUES (7, 1, 'vm', 'web-1', 'os-stop', 'succeeded', ?, ?, ?)`, ts, ts, ts)
+	mustExec(t, db, `INSERT INTO events (job_id, at, level, message, prev_hash, hash) VALUES (7, ?, 'info', 'created', X'', ?)`, ts, hash(1))
+
+	if _, err := p.UpTo(ctx, 7); err != nil {
+		t.Fatalf("up to 7: %v", err)
+	}
+	checkForeignKeys(t, db)
+	var reason string
+	if err := db.QueryRow(`SELECT reason FROM jobs WHERE id = 7 AND kind = 'shutdown' AND boot_id = 'b1'`).Scan(&reason); err != nil || reason != "mains lost" {
+		t.Fatalf("shutdown after up: %q, %v", reason, err)
+	}
+	if _, err := db.Exec(`INSERT INTO jobs (kind, state, created_at) VALUES ('startup', 'pending', ?)`, ts); err == nil {
+		t.Error("a startup without the shutdown it restores was accepted")
+	}
+	mustExec(t, db, `INSERT INTO jobs (id, kind, state, created_at, restores_job) VALUES (8, 'startup', 'pending', ?, 7)`, ts)
+	if _, err := db.Exec(`INSERT INTO jobs (kind, state, created_at) VALUES ('shutdown', 'pending', ?)`, ts); err == nil {
+		t.Error("a second active job was accepted: jobs_one_active lost in the rebuild")
+	}
+	mustExec(t, db, `INSERT INTO steps (id, job_id, seq, name) VALUES (2, 8, 0, 'hosts')`)
+	mustExec(t, db, `INSERT INTO events (job_id, at, level, message, prev_hash, hash) VALUES (8, ?, 'info', 'created', X'', ?)`, ts, hash(2))
+
+	if _, err := p.DownTo(ctx, 6); err != nil {
+		t.Fatalf("down to 6: %v", err)
+	}
+	checkForeignKeys(t, db)
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM jobs`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("jobs after down: %d, %v; want the shutdown only", n, err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM events`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("events after down: %d, %v; want the shutdown's only", n, err)
+	}
+	if _, err := db.Exec(`DELETE FROM events`); err == nil {
+		t.Error("events deletable after down: the append-only trigger was not restored")
+	}
+}
+
+func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// checkForeignKeys fails the test when any reference points nowhere.
+func checkForeignKeys(t *testing.T, db *sql.DB) {
+	t.Helper()
+	rows, err := db.Query(`PRAGMA foreign_key_check`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		t.Error("foreign_key_check reports dangling references")
 	}
 }

@@ -19,6 +19,11 @@ type Cloud interface {
 	// (see openstack.Client.ListServerPages).
 	ListServerPages(ctx context.Context, sizes []int, fn func([]openstack.Server) error) error
 	Stop(ctx context.Context, id string) error
+	// Start sends os-start (a startup job).
+	Start(ctx context.Context, id string) error
+	// ComputeServices lists the nova-compute services (a startup waits for
+	// them before it starts VMs).
+	ComputeServices(ctx context.Context) ([]openstack.ComputeService, error)
 	// TokenExpiresAt is when the client's Keystone token expires, on this
 	// machine's clock (zero: unknown), so the runner renews it just before.
 	TokenExpiresAt() time.Time
@@ -36,6 +41,8 @@ type PowerController interface {
 	PowerState(ctx context.Context) (bmc.PowerState, error)
 	SoftOff(ctx context.Context) error
 	HardOff(ctx context.Context) error
+	// PowerOn switches the host on (a startup job).
+	PowerOn(ctx context.Context) error
 	Close(ctx context.Context) error
 }
 

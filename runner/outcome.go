@@ -44,7 +44,7 @@ func failuresOf(steps []store.Step, actions map[int64][]store.Action) []string {
 	for _, st := range steps {
 		n := 0
 		for _, a := range actions[st.ID] {
-			if a.State != store.ActionFailed || a.Operation.PartOfPowerOff() {
+			if a.State != store.ActionFailed || a.Operation.PartOfPowerOff() || a.Operation.PartOfPowerOn() {
 				continue
 			}
 			out = append(out, describeFailure(a))
@@ -70,7 +70,7 @@ func describeFailure(a store.Action) string {
 		return fmt.Sprintf("storage health on %s: %s", a.Target, why)
 	case a.TargetKind == store.TargetStorage:
 		return fmt.Sprintf("storage %q on %s: %s", a.TargetID, a.Target, why)
-	case a.Operation == store.OpPowerOff, a.Operation == store.OpSelfPowerOff:
+	case a.Operation == store.OpPowerOff, a.Operation == store.OpSelfPowerOff, a.Operation == store.OpPowerOn:
 		return fmt.Sprintf("host %s: %s", a.Target, why)
 	}
 	return fmt.Sprintf("%s %s %s: %s", a.TargetKind, a.Target, a.Operation, why)

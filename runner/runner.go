@@ -291,7 +291,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 // job stops. It reports false when the service is stopping (parent ended)
 // mid-step: the step is left running, so a shutdown resumes it.
 func (e *exec) runSteps(parent context.Context) bool {
-	for i, s := range jobSteps {
+	for i, s := range e.steps() {
 		if e.stopping() {
 			return true
 		}

@@ -32,6 +32,12 @@ type Machine struct {
 	offTimer  *time.Timer
 	listeners []func(PowerState)
 	history   []PowerEvent
+	// bootDelay is how long the OS takes after power-on before its
+	// services (sshd, nova-compute, the Ceph OSDs) answer; booting is
+	// true from power-on until then.
+	bootDelay time.Duration
+	booting   bool
+	bootTimer *time.Timer
 }
 
 // PowerEvent records one power transition and what caused it.
@@ -74,7 +80,9 @@ func (m *Machine) PowerOffAfter(d time.Duration, cause string) {
 	m.mu.Unlock()
 }
 
-// SetState changes the power state at once (a hard off, or a test).
+// SetState changes the power state at once (a hard off, a BMC power-on, or
+// a test). A machine powered on boots for its boot delay (SetBootDelay)
+// before Ready reports true.
 func (m *Machine) SetState(s PowerState, cause string) {
 	m.mu.Lock()
 	if m.offTimer != nil {
@@ -88,11 +96,68 @@ func (m *Machine) SetState(s PowerState, cause string) {
 	}
 	m.state = s
 	m.history = append(m.history, PowerEvent{At: time.Now(), State: s, Cause: cause})
+	if m.bootTimer != nil {
+		m.bootTimer.Stop()
+		m.bootTimer = nil
+	}
+	m.booting = s == PowerOn && m.bootDelay > 0
+	if m.booting {
+		m.bootTimer = time.AfterFunc(m.bootDelay, m.booted)
+	}
+	m.notifyLocked()
+}
+
+// notifyLocked calls the listeners with the current state, after releasing
+// m.mu (which it expects held).
+func (m *Machine) notifyLocked() {
+	s := m.state
 	ls := append([]func(PowerState){}, m.listeners...)
 	m.mu.Unlock()
 	for _, f := range ls {
 		f(s)
 	}
+}
+
+// booted ends a boot: the OS is up, its services answer.
+func (m *Machine) booted() {
+	m.mu.Lock()
+	if !m.booting || m.state != PowerOn {
+		m.mu.Unlock()
+		return
+	}
+	m.booting = false
+	m.bootTimer = nil
+	m.history = append(m.history, PowerEvent{At: time.Now(), State: PowerOn, Cause: "booted"})
+	m.notifyLocked()
+}
+
+// SetBootDelay sets how long the machine takes, after a power-on, before
+// its OS answers (SSH, nova-compute, Ceph); 0 (the default) is at once.
+func (m *Machine) SetBootDelay(d time.Duration) {
+	m.mu.Lock()
+	m.bootDelay = d
+	m.mu.Unlock()
+}
+
+// Ready reports whether the machine is on and done booting: its sshd,
+// nova-compute and OSD daemons can run.
+func (m *Machine) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state == PowerOn && !m.booting
+}
+
+// OnAt returns when the machine was last powered on (zero if never since
+// it was created).
+func (m *Machine) OnAt() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := len(m.history) - 1; i >= 0; i-- {
+		if m.history[i].State == PowerOn && m.history[i].Cause != "booted" {
+			return m.history[i].At
+		}
+	}
+	return time.Time{}
 }
 
 // History returns the power transitions so far.

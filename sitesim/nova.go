@@ -1,6 +1,7 @@
 package sitesim
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -47,6 +48,14 @@ type VM struct {
 	// NeverStops makes a guest that ignores the ACPI shutdown: os-stop is
 	// accepted, task_state clears after StopDelay, the status stays as it was.
 	NeverStops bool
+	// Host is the compute host the VM runs on (OS-EXT-SRV-ATTR:host); its
+	// nova-compute service must be up for an os-start to complete (see
+	// Nova.SetComputeService). Empty: a generated name whose service is
+	// always up.
+	Host string
+	// StartDelay is how long the guest takes to boot after os-start once
+	// its compute service is up; 0 means StopDelay.
+	StartDelay time.Duration
 }
 
 // NovaOptions shapes the simulated cloud: its content, its credentials and
@@ -113,6 +122,8 @@ type Nova struct {
 	auths     int
 	logins    []Login
 	firstStop time.Time
+	// compute holds the nova-compute services (nova_start.go).
+	compute computeServices
 }
 
 // Login is one POST /v3/auth/tokens, as Keystone's lockout counts them: a
@@ -132,6 +143,9 @@ type novaVM struct {
 	index     int
 	gen       int // bumped on every state change, so stale stop timers do nothing
 	timer     *time.Timer
+	// awaitsCompute: an os-start accepted while the VM's compute service
+	// was down; it completes once the service is up.
+	awaitsCompute bool
 }
 
 type novaToken struct {
@@ -567,6 +581,7 @@ func (n *Nova) routes() http.Handler {
 	mux.HandleFunc("GET /compute/v2.1/servers", n.authed(n.listServers(false)))
 	mux.HandleFunc("GET /compute/v2.1/servers/{id}", n.authed(n.showServer))
 	mux.HandleFunc("POST /compute/v2.1/servers/{id}/action", n.authed(n.serverAction))
+	mux.HandleFunc("GET /compute/v2.1/os-services", n.authed(n.listServices))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		novaError(w, http.StatusNotFound, "The resource could not be found.")
 	})
@@ -1058,11 +1073,18 @@ func (n *Nova) serverAction(w http.ResponseWriter, r *http.Request, tok novaToke
 		novaError(w, http.StatusBadRequest, "Malformed request body")
 		return
 	}
-	if _, ok := body["os-stop"]; !ok {
+	_, isStop := body["os-stop"]
+	_, isStart := body["os-start"]
+	act := n.stop
+	switch {
+	case isStop:
+	case isStart:
+		act = n.start
+	default:
 		novaError(w, http.StatusBadRequest, "There is no such action in this simulator")
 		return
 	}
-	code, msg := n.stop(w, id)
+	code, msg := act(w, id)
 	if code == 0 {
 		return // fault injected
 	}
@@ -1229,7 +1251,7 @@ func (n *Nova) serverJSON(vm *novaVM) novaServer {
 		t := vm.taskState
 		task = &t
 	}
-	host := fmt.Sprintf("compute-%d", vm.index%4+1)
+	host := cmp.Or(vm.Host, fmt.Sprintf("compute-%d", vm.index%4+1))
 	hostID := sha256.Sum224([]byte(vm.projectID + host))
 	return novaServer{
 		ID: vm.ID, Name: vm.Name, Status: vm.Status, TenantID: vm.projectID,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,8 @@ type HostSpec struct {
 	// PowerOffDelay overrides Options.PowerOffDelay for this host, so a
 	// benchmark site can have hosts that take different times to go down.
 	PowerOffDelay time.Duration
+	// BootDelay overrides Options.BootDelay for this host.
+	BootDelay time.Duration
 }
 
 // Options shape a simulated site: its size, its latencies and its faults.
@@ -72,6 +75,10 @@ type Options struct {
 	PowerOffDelay, SoftOffDelay time.Duration
 	// SSHLatency is added to every SSH command answer.
 	SSHLatency time.Duration
+	// BootDelay is how long a host takes after a BMC power-on before its
+	// SSH, nova-compute and OSDs answer; OSDStartDelay how long the OSDs
+	// of a storage host take after `systemctl start ceph.target`.
+	BootDelay, OSDStartDelay time.Duration
 
 	// Storage is "ceph" (default) or "none".
 	Storage string
@@ -81,7 +88,9 @@ type Options struct {
 	// Settings written into shutdownd.yaml.
 	StopTimeout, PollInterval                     time.Duration
 	HostOff, BMCSoftOff, BMCHardOff, BMCPollEvery time.Duration
-	Concurrency                                   int
+	// HostBoot and StorageReady bound a startup's waits (default 30s).
+	HostBoot, StorageReady time.Duration
+	Concurrency            int
 
 	// UPSRuntime, when set, starts a simulated UPS (see UPS) whose full
 	// battery lasts that long, and writes a power_source section for it.
@@ -102,6 +111,8 @@ func DemoOptions(dir string) Options {
 		PowerOffDelay: 1500 * time.Millisecond,
 		SoftOffDelay:  time.Second,
 		SSHLatency:    50 * time.Millisecond,
+		BootDelay:     3 * time.Second,
+		OSDStartDelay: time.Second,
 		Storage:       "ceph",
 		Seed:          1,
 		StopTimeout:   2 * time.Minute,
@@ -139,6 +150,9 @@ type Site struct {
 	Opts  Options
 	Nova  *Nova
 	Hosts []*SiteHost
+	// Ceph is the cluster of the storage hosts, shared by every host's
+	// `ceph` command.
+	Ceph *CephCluster
 	// UPS is the simulated UPS; nil without Options.UPSRuntime.
 	UPS *UPS
 
@@ -172,6 +186,7 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 	if vms == nil {
 		vms = GenerateVMs(opts.Projects, opts.VMsPerProject, opts.Seed, opts.VMStopMin, opts.VMStopMax)
 	}
+	vms = placeVMs(vms, opts.Hosts)
 	s.Nova = NewNova(NovaOptions{
 		Projects: opts.Projects, VMs: vms, Latency: opts.NovaLatency,
 		FailRate: opts.NovaFailRate, RateLimit429: opts.Nova429Rate, RetryAfter: "0",
@@ -195,13 +210,15 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 	}
 
 	var known strings.Builder
+	s.Ceph = NewCephCluster(opts.OSDStartDelay)
 	for _, spec := range opts.Hosts {
 		h := &SiteHost{Spec: spec, Machine: NewMachine(spec.Name)}
 		s.Hosts = append(s.Hosts, h)
+		s.wireHost(h)
 		h.SSH, err = NewSSHHost(SSHHostOptions{
 			Name: spec.Name, Machine: h.Machine, AuthorizedKeys: []ssh.PublicKey{signer.PublicKey()},
 			PowerOffDelay: cmp.Or(spec.PowerOffDelay, opts.PowerOffDelay), IgnorePowerOff: spec.IgnorePowerOff,
-			Latency: opts.SSHLatency, SudoDenied: spec.SudoDenied, SudoCommands: spec.SudoCommands,
+			Latency: opts.SSHLatency, SudoDenied: spec.SudoDenied, SudoCommands: spec.SudoCommands, Ceph: s.Ceph,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("start ssh host %s: %w", spec.Name, err)
@@ -241,6 +258,43 @@ func Start(ctx context.Context, opts Options) (*Site, error) {
 	}
 	ok = true
 	return s, ctx.Err()
+}
+
+// placeVMs gives every VM without a host one of the site's compute hosts,
+// in turn, so that a compute host powered off takes its VMs' nova-compute
+// service with it. A site without compute hosts leaves them as they are.
+func placeVMs(vms []VM, hosts []HostSpec) []VM {
+	var compute []string
+	for _, h := range hosts {
+		if h.Role == "compute" {
+			compute = append(compute, h.Name)
+		}
+	}
+	if len(compute) == 0 {
+		return vms
+	}
+	out := slices.Clone(vms)
+	for i := range out {
+		if out[i].Host == "" {
+			out[i].Host = compute[i%len(compute)]
+		}
+	}
+	return out
+}
+
+// wireHost makes the rest of the site follow the host's machine: its boot
+// delay, its nova-compute service (a compute host) and its OSDs (a storage
+// host).
+func (s *Site) wireHost(h *SiteHost) {
+	h.Machine.SetBootDelay(cmp.Or(h.Spec.BootDelay, s.Opts.BootDelay))
+	switch h.Spec.Role {
+	case "compute":
+		m, name := h.Machine, h.Spec.Name
+		s.Nova.SetComputeService(name, m.Ready())
+		m.OnChange(func(PowerState) { s.Nova.SetComputeService(name, m.Ready()) })
+	case "storage":
+		s.Ceph.AddHost(h.Spec.Name, h.Machine, OSDsPerHost)
+	}
 }
 
 func fillOptions(o *Options) {
@@ -284,6 +338,8 @@ func fillOptions(o *Options) {
 	if o.Concurrency == 0 {
 		o.Concurrency = 20
 	}
+	o.HostBoot = cmp.Or(o.HostBoot, 30*time.Second)
+	o.StorageReady = cmp.Or(o.StorageReady, 30*time.Second)
 }
 
 func (s *Site) caFile(host string) string {
@@ -325,8 +381,8 @@ func (s *Site) Config(listen, database string) string {
 	fmt.Fprintf(&b, "ssh:\n  user: %s\n  key_file: %q\n  known_hosts: %q\n  connect_timeout: 2s\n  command_timeout: 10s\n  poweroff_command: systemctl poweroff\n",
 		o.User, s.KeyFile, s.KnownHostsFile)
 	fmt.Fprintf(&b, "bmc:\n  protocol: redfish\n  user: admin\n  password_file: %q\n", s.PasswordFile)
-	fmt.Fprintf(&b, "timeouts:\n  host_off: %s\n  bmc_soft_off: %s\n  bmc_hard_off: %s\n  bmc_poll_interval: %s\n",
-		o.HostOff, o.BMCSoftOff, o.BMCHardOff, o.BMCPollEvery)
+	fmt.Fprintf(&b, "timeouts:\n  host_off: %s\n  bmc_soft_off: %s\n  bmc_hard_off: %s\n  bmc_poll_interval: %s\n  host_boot: %s\n  storage_ready: %s\n",
+		o.HostOff, o.BMCSoftOff, o.BMCHardOff, o.BMCPollEvery, o.HostBoot, o.StorageReady)
 	b.WriteString("hosts:\n")
 	for _, h := range s.Hosts {
 		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    address: %q\n", h.Spec.Name, h.Spec.Role, h.SSH.Addr())

@@ -54,6 +54,10 @@ type SSHHostOptions struct {
 	// compared by program name and arguments); any other is refused as
 	// sudo refuses it. `sudo -n -l CMD` answers from the same rules.
 	SudoCommands []string
+	// Ceph is the cluster this host's `ceph` command talks to, and whose
+	// OSDs its ceph.target runs (when it is one of the cluster's hosts);
+	// nil gives the host a cluster of its own without OSDs.
+	Ceph *CephCluster
 	// Handler, if set, is asked first about every command line; when it
 	// returns handled, its stdout and exit status are the answer. The
 	// command is recorded either way.
@@ -90,7 +94,6 @@ type SSHHost struct {
 	commands    []Command
 	powerCmds   int
 	logins      int
-	flags       []string
 	cephStopped bool
 
 	wg sync.WaitGroup
@@ -122,6 +125,9 @@ func NewSSHHost(opts SSHHostOptions) (*SSHHost, error) {
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.opts.Ceph == nil {
+		h.opts.Ceph = NewCephCluster(0)
 	}
 	h.config = &ssh.ServerConfig{PublicKeyCallback: h.checkKey, AuthLogCallback: h.countLogin}
 	h.config.AddHostKey(opts.HostKey)
@@ -166,12 +172,12 @@ func (h *SSHHost) PowerCommands() int {
 	return h.powerCmds
 }
 
-// CephFlags returns the OSD flags set now, in the order they were set.
-func (h *SSHHost) CephFlags() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.Clone(h.flags)
-}
+// CephFlags returns the OSD flags set now in the host's cluster, in the
+// order they were set.
+func (h *SSHHost) CephFlags() []string { return h.opts.Ceph.Flags() }
+
+// Ceph returns the cluster the host's `ceph` command talks to.
+func (h *SSHHost) Ceph() *CephCluster { return h.opts.Ceph }
 
 // CephStopped reports whether `systemctl stop ceph.target` was received
 // (and not undone by a start).
@@ -214,7 +220,7 @@ func (h *SSHHost) Close() {
 func (h *SSHHost) reconcile() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	up := !h.closed && h.reachable && h.opts.Machine.State() == PowerOn
+	up := !h.closed && h.reachable && h.opts.Machine.Ready()
 	if !up {
 		if h.ln != nil {
 			h.ln.Close()
@@ -451,11 +457,13 @@ func (h *SSHHost) emulate(user, line string) sshReply {
 		h.mu.Lock()
 		h.cephStopped = true
 		h.mu.Unlock()
+		h.opts.Ceph.setDaemon(h.opts.Name, false)
 		return sshReply{}
 	case cmd == "systemctl start ceph.target":
 		h.mu.Lock()
 		h.cephStopped = false
 		h.mu.Unlock()
+		h.opts.Ceph.setDaemon(h.opts.Name, true)
 		return sshReply{}
 	case cmd == "systemctl is-active ceph.target":
 		if h.CephStopped() {
@@ -609,51 +617,37 @@ func sshNotFound(prog string) sshReply {
 }
 
 func (h *SSHHost) ceph(args []string) sshReply {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	c := h.opts.Ceph
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
 	case len(args) == 1 && args[0] == "health":
-		return sshReply{stdout: h.cephHealthLocked() + "\n"}
+		return sshReply{stdout: c.healthLocked() + "\n"}
 	case len(args) == 1 && (args[0] == "-s" || args[0] == "status"):
-		return sshReply{stdout: h.cephStatusLocked()}
+		return sshReply{stdout: c.statusLocked()}
+	case len(args) >= 2 && args[0] == "osd" && args[1] == "stat" && cephJSONFormat(args[2:]):
+		return sshReply{stdout: c.osdStatJSONLocked()}
 	case len(args) == 3 && args[0] == "osd" && (args[1] == "set" || args[1] == "unset"):
 		flag := args[2]
 		if !sshCephFlags[flag] {
 			return sshReply{stderr: "Invalid command: " + flag + " not in full|pause|noup|nodown|noout|noin|nobackfill|norebalance|norecover|noscrub|nodeep-scrub|notieragent|nosnaptrim\nError EINVAL: invalid command\n", exit: 22}
 		}
-		i := slices.Index(h.flags, flag)
-		if args[1] == "set" {
-			if i < 0 {
-				h.flags = append(h.flags, flag)
-			}
-			return sshReply{stdout: flag + " is set\n"}
-		}
-		if i >= 0 {
-			h.flags = slices.Delete(h.flags, i, i+1)
-		}
-		return sshReply{stdout: flag + " is unset\n"}
+		c.setFlagLocked(flag, args[1] == "set")
+		return sshReply{stdout: flag + " is " + args[1] + "\n"}
 	}
 	return sshReply{stderr: "Invalid command: unknown command\nError EINVAL: invalid command\n", exit: 22}
 }
 
-func (h *SSHHost) cephHealthLocked() string {
-	if len(h.flags) == 0 {
-		return "HEALTH_OK"
+// cephJSONFormat reports whether args ask for JSON output (-f json,
+// --format json or --format=json).
+func cephJSONFormat(args []string) bool {
+	switch {
+	case len(args) == 2 && (args[0] == "-f" || args[0] == "--format") && args[1] == "json":
+		return true
+	case len(args) == 1 && args[0] == "--format=json":
+		return true
 	}
-	return "HEALTH_WARN " + strings.Join(h.flags, ",") + " flag(s) set"
-}
-
-func (h *SSHHost) cephStatusLocked() string {
-	var b strings.Builder
-	b.WriteString("  cluster:\n    id:     5b0f3c1e-2a4d-4c7e-9f10-6d8e2b7a9c31\n")
-	fmt.Fprintf(&b, "    health: %s\n\n", h.cephHealthLocked())
-	b.WriteString("  services:\n    mon: 3 daemons, quorum a,b,c\n    mgr: a(active)\n")
-	b.WriteString("    osd: 12 osds: 12 up, 12 in\n")
-	if len(h.flags) > 0 {
-		fmt.Fprintf(&b, "         flags %s\n", strings.Join(h.flags, ","))
-	}
-	b.WriteString("\n  data:\n    pools:   4 pools, 512 pgs\n    pgs:     512 active+clean\n")
-	return b.String()
+	return false
 }
 
 // GenerateKey returns a new ed25519 key as a signer and as an OpenSSH PEM

@@ -66,6 +66,9 @@ type NewJob struct {
 	Reason           string
 	ExpectedRecovery *time.Time
 	Deadline         *time.Time
+	// RestoresJob is the shutdown job a startup restores (0 for the
+	// other kinds); see CreateStartup.
+	RestoresJob int64
 }
 
 // JobFilter selects jobs for ListJobs; zero fields do not filter.
@@ -175,7 +178,7 @@ func (s *Store) CreateShutdown(ctx context.Context, nj NewJob) (job Job, created
 			return nil
 		}
 		msg := fmt.Sprintf("preempted by shutdown job %d", job.ID)
-		newMsg := fmt.Sprintf("preempted simulation job %d", active.ID)
+		newMsg := fmt.Sprintf("preempted %s job %d", active.Kind, active.ID)
 		if active.Kind == KindShutdown {
 			msg = fmt.Sprintf("cancelled by request; superseded by shutdown job %d, requested while the cancel was pending", job.ID)
 			newMsg = fmt.Sprintf("supersedes shutdown job %d, whose cancel was pending", active.ID)
@@ -210,9 +213,10 @@ func insertJob(ctx context.Context, tx *sql.Tx, nj NewJob, boot sql.NullString, 
 		t := nj.Deadline.UTC().Truncate(time.Microsecond)
 		job.Deadline = &t
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at, deadline, boot_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now), nullTime(job.Deadline), boot)
+	restores := sql.NullInt64{Int64: nj.RestoresJob, Valid: nj.RestoresJob != 0}
+	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (kind, state, token_name, remote_addr, reason, expected_recovery, created_at, deadline, boot_id, restores_job)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		job.Kind, job.State, job.TokenName, job.RemoteAddr, job.Reason, nullTime(job.ExpectedRecovery), formatTime(now), nullTime(job.Deadline), boot, restores)
 	if isUnique(err) {
 		return Job{}, ErrJobRunning
 	}

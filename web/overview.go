@@ -33,11 +33,6 @@ type PowerReading struct {
 // Empty is when the battery runs out at the reported rate.
 func (p PowerReading) Empty() time.Time { return p.At.Add(p.Runtime) }
 
-// kindStartup is the kind of the startup job to come, which the store
-// does not define yet: until it does, no job has it and the overview says
-// "never".
-const kindStartup store.Kind = "startup"
-
 type overviewData struct {
 	base
 	Roles  []roleHosts
@@ -108,7 +103,7 @@ func (w *Web) handleOverview(rw http.ResponseWriter, r *http.Request) {
 		w.serverError(rw, r, err)
 		return
 	}
-	if d.LastStartup, err = w.latest(ctx, kindStartup, now); err != nil {
+	if d.LastStartup, err = w.latest(ctx, store.KindStartup, now); err != nil {
 		w.serverError(rw, r, err)
 		return
 	}

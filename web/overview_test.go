@@ -20,9 +20,11 @@ func TestPowerFrom(t *testing.T) {
 	}
 	shutdown := store.Job{ID: 9, Kind: store.KindShutdown}
 	sim := store.Job{ID: 8, Kind: store.KindSimulation}
-	startup := store.Job{ID: 10, Kind: kindStartup}
+	startup := store.Job{ID: 10, Kind: store.KindStartup}
 	off := a("host", "power-off", store.ActionSucceeded, "")
 	off.Detail = "off via SSH after 4s"
+	back := a("host", "power-on", store.ActionSucceeded, "")
+	back.Detail = "SSH answers with its known host key after 3s"
 	cases := []struct {
 		name   string
 		job    store.Job
@@ -49,6 +51,10 @@ func TestPowerFrom(t *testing.T) {
 		{"simulation still checking", sim, []store.Action{a("host", "check-ssh", store.ActionRunning, "")}, "", ""},
 		{"startup brought it back", startup, []store.Action{a("bmc", "bmc-power-on", store.ActionSucceeded, ""), a("host", "wait-ssh", store.ActionSucceeded, "")},
 			PowerOn, "startup job 10: back up (wait-ssh succeeded)"},
+		{"startup: SSH back although the BMC read failed", startup, []store.Action{a("bmc", "bmc-power-state", store.ActionFailed, "BMC unreachable"), back},
+			PowerOn, "startup job 10: SSH answers with its known host key after 3s"},
+		{"startup: not back", startup, []store.Action{a("bmc", "bmc-power-on", store.ActionSucceeded, ""), a("host", "power-on", store.ActionFailed, "SSH does not answer after 10m")},
+			PowerUnknown, "startup job 10: not back: SSH does not answer after 10m"},
 		{"startup failed for it", startup, []store.Action{a("bmc", "bmc-power-on", store.ActionFailed, "BMC unreachable")},
 			PowerUnknown, "startup job 10: bmc-power-on failed: BMC unreachable"},
 	}

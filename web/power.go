@@ -120,6 +120,20 @@ func simulationPower(acts []store.Action, find func(store.TargetKind, store.Oper
 // coming; its host actions bring a host up, so a host
 // whose actions all succeeded is On.
 func startupPower(acts []store.Action, decided func(state, why string, a *store.Action) (hostPower, bool)) (hostPower, bool) {
+	// The host's power-on action (runner/startup_hosts.go) is the verdict:
+	// SSH answered or not, whatever its BMC said on the way.
+	for i := range acts {
+		if a := &acts[i]; a.TargetKind == "host" && a.Operation == "power-on" {
+			switch {
+			case a.State == store.ActionSucceeded:
+				return decided(PowerOn, cmpOr(a.Detail, "back up"), a)
+			case a.State == store.ActionFailed:
+				return decided(PowerUnknown, "not back: "+a.Error, a)
+			case !a.State.Final():
+				return decided(PowerUnknown, "power-on in progress", a)
+			}
+		}
+	}
 	last := &acts[len(acts)-1]
 	for i := range acts {
 		a := &acts[i]

@@ -29,7 +29,7 @@ func cmdAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("audit "+report, stderr)
 	dbPath := databaseFlags(fs)
 	format := fs.String("format", "table", "output format: table, json or csv")
-	kind := fs.String("kind", "", "only jobs of this kind (simulation, shutdown)")
+	kind := fs.String("kind", "", "only jobs of this kind (simulation, shutdown, startup)")
 	state := fs.String("state", "", "only jobs in this state")
 	limit := fs.Int("limit", 50, "at most this many jobs (max 500)")
 	before := fs.Int64("before", 0, "only jobs with an id below this (paging)")

@@ -28,7 +28,7 @@ import (
 
 // clientActions are the client's verbs and whether they take a job id.
 var clientActions = map[string]bool{
-	"simulate": false, "shutdown": false, "status": false, "jobs": false, "job": true, "cancel": true,
+	"simulate": false, "shutdown": false, "startup": false, "status": false, "jobs": false, "job": true, "cancel": true,
 }
 
 // jobFailedError is the exit status 1 of --wait when the job ended other
@@ -70,16 +70,17 @@ type clientOpts struct {
 	wait, asJSON                                   bool
 	limit                                          int
 	timeout                                        time.Duration
+	shutdownJob                                    int64 // startup: the shutdown to restore (0: the latest)
 }
 
 func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usageError{"client: expected simulate, shutdown, status, jobs, job ID or cancel ID"}
+		return usageError{"client: expected simulate, shutdown, startup, status, jobs, job ID or cancel ID"}
 	}
 	action := args[0]
 	needsID, ok := clientActions[action]
 	if !ok {
-		return usageError{fmt.Sprintf("client: unknown action %q (simulate, shutdown, status, jobs, job, cancel)", action)}
+		return usageError{fmt.Sprintf("client: unknown action %q (simulate, shutdown, startup, status, jobs, job, cancel)", action)}
 	}
 	fs := newFlags("client "+action, stderr)
 	var o clientOpts
@@ -89,11 +90,14 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of each request (not of --wait)")
 	fs.BoolVar(&o.asJSON, "json", false, "print the API's data as JSON instead of text")
 	switch action {
-	case "simulate", "shutdown":
+	case "simulate", "shutdown", "startup":
 		fs.StringVar(&o.reason, "reason", "", "why (stored with the job, sent in notifications)")
 		fs.StringVar(&o.recovery, "expected-recovery", "", "when power is expected back (RFC 3339)")
+		if action == "startup" {
+			fs.Int64Var(&o.shutdownJob, "shutdown-job", 0, "the shutdown job to restore (default: the latest)")
+		}
 	case "jobs":
-		fs.StringVar(&o.kind, "kind", "", "only simulation or shutdown jobs")
+		fs.StringVar(&o.kind, "kind", "", "only simulation, shutdown or startup jobs")
 		fs.IntVar(&o.limit, "limit", 20, "how many jobs (1-500)")
 	}
 	if action != "status" && action != "jobs" {
@@ -129,7 +133,7 @@ func cmdClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	switch action {
-	case "simulate", "shutdown":
+	case "simulate", "shutdown", "startup":
 		return c.trigger(ctx, action, o, stdout, stderr)
 	case "status":
 		return c.status(ctx, o, stdout)
@@ -267,8 +271,12 @@ type clientJob = handlers.JobJSON
 
 func (c *apiClient) trigger(ctx context.Context, action string, o clientOpts, stdout, stderr io.Writer) error {
 	var body any
-	if o.reason != "" || o.recovery != "" {
-		body = map[string]string{"reason": o.reason, "expected_recovery": o.recovery}
+	if o.reason != "" || o.recovery != "" || o.shutdownJob != 0 {
+		b := map[string]any{"reason": o.reason, "expected_recovery": o.recovery}
+		if o.shutdownJob != 0 {
+			b["shutdown_job"] = o.shutdownJob
+		}
+		body = b
 	}
 	h, err := c.call(ctx, http.MethodPost, "/"+action, body, nil)
 	if err != nil {
@@ -299,21 +307,23 @@ func (c *apiClient) status(ctx context.Context, o clientOpts, stdout io.Writer) 
 		JobID       int64  `json:"job_id"`
 		State       string `json:"state"`
 	}
-	var sim, shut json.RawMessage
-	if _, err := c.call(ctx, http.MethodGet, "/simulate/status", nil, &sim); err != nil {
-		return err
-	}
-	if _, err := c.call(ctx, http.MethodGet, "/shutdown/status", nil, &shut); err != nil {
-		return err
+	var sim, shut, up json.RawMessage
+	for _, q := range []struct {
+		path string
+		dst  *json.RawMessage
+	}{{"/simulate/status", &sim}, {"/shutdown/status", &shut}, {"/startup/status", &up}} {
+		if _, err := c.call(ctx, http.MethodGet, q.path, nil, q.dst); err != nil {
+			return err
+		}
 	}
 	if o.asJSON {
-		fmt.Fprintf(stdout, "{\"simulation\":%s,\"shutdown\":%s}\n", sim, shut)
+		fmt.Fprintf(stdout, "{\"simulation\":%s,\"shutdown\":%s,\"startup\":%s}\n", sim, shut, up)
 		return nil
 	}
 	for _, k := range []struct {
 		name string
 		raw  json.RawMessage
-	}{{"simulation", sim}, {"shutdown", shut}} {
+	}{{"simulation", sim}, {"shutdown", shut}, {"startup", up}} {
 		var s status
 		if err := json.Unmarshal(k.raw, &s); err != nil {
 			return fmt.Errorf("decode %s status: %w", k.name, err)

@@ -65,7 +65,8 @@ func TestClientAgainstService(t *testing.T) {
 	}
 
 	out, _, err = client("status")
-	if err != nil || !strings.Contains(out, "simulation  job 2 failed") || !strings.Contains(out, "shutdown    never run") {
+	if err != nil || !strings.Contains(out, "simulation  job 2 failed") || !strings.Contains(out, "shutdown    never run") ||
+		!strings.Contains(out, "startup     never run") {
 		t.Errorf("status: %v\n%s", err, out)
 	}
 	out, _, err = client("jobs", "--kind", "simulation")

@@ -74,7 +74,7 @@ func createDemoToken(ctx context.Context, st *store.Store) (string, error) {
 	}
 	name := "demo"
 	for i := 2; ; i++ {
-		_, err = st.CreateToken(ctx, name, store.HashToken(secret), []string{"read", "simulate", "shutdown"}, nil, nil)
+		_, err = st.CreateToken(ctx, name, store.HashToken(secret), []string{"read", "simulate", "shutdown", "startup"}, nil, nil)
 		if err == nil {
 			return secret, nil
 		}
@@ -138,7 +138,7 @@ func printDemo(w io.Writer, url, tok string, d *demoSetup) {
   config:    %s
   database:  %s
 
-Token with every scope (read, simulate, shutdown):
+Token with every scope (read, simulate, shutdown, startup):
 export TOKEN=%s
 
 Try:
@@ -146,6 +146,9 @@ Try:
   curl -s -H "auth-token: $TOKEN" %[8]s/simulate/status
   curl -si -X POST -H "auth-token: $TOKEN" -H 'Content-Type: application/json' -d '{"reason":"utility power lost"}' %[8]s/shutdown
   curl -s -H "Authorization: Bearer $TOKEN" %[8]s/shutdown/status
+  # once the shutdown has ended, power is back: the whole cycle
+  curl -si -X POST -H "auth-token: $TOKEN" -H 'Content-Type: application/json' -d '{"reason":"mains back"}' %[8]s/startup
+  curl -s -H "auth-token: $TOKEN" %[8]s/startup/status
   curl -s -H "auth-token: $TOKEN" %[8]s/jobs
   curl -s -H "auth-token: $TOKEN" %[8]s/jobs/1
   curl -sN -H "auth-token: $TOKEN" %[8]s/jobs/1/events

@@ -223,7 +223,8 @@ Examples:
 Talk to a running shutdownd over its HTTP API. Actions:
   simulate [--reason R] [--wait]      start a simulation (checks everything, stops nothing)
   shutdown [--reason R] [--wait]      start the shutdown of the site
-  status                              latest simulation and shutdown
+  startup [--shutdown-job N] [--wait] bring the site back after a shutdown
+  status                              latest simulation, shutdown and startup
   jobs [--kind K] [--limit N]         recent jobs
   job ID [--wait]                     one job: steps, failed actions, events
   cancel ID [--wait]                  cancel a job at its next safe point
@@ -252,9 +253,20 @@ Start the shutdown of the site (or point at the one already running).
 Examples:
   shutdownd client shutdown --token-file /etc/ups/shutdownd-token --reason "on battery, 5 min left" --wait
 `,
+	"client startup": `Usage: shutdownd client startup [--shutdown-job N] [--reason R] [--wait]
+
+Bring the site back after a shutdown: hosts powered on in the reverse of the
+shutdown order, storage started, and exactly the VMs that shutdown stopped
+started again. Restores the latest shutdown unless --shutdown-job names one.
+Needs a token with the startup scope.
+` + clientCommon + `
+Examples:
+  shutdownd client startup --token-file /etc/shutdownd/ops-token --reason "mains back" --wait
+  shutdownd client startup --shutdown-job 42 --wait
+`,
 	"client status": `Usage: shutdownd client status
 
-Show the latest simulation and the latest shutdown.
+Show the latest simulation, the latest shutdown and the latest startup.
 ` + clientCommon + `
 Examples:
   shutdownd client status --token-file ./token

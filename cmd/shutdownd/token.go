@@ -17,7 +17,7 @@ import (
 )
 
 // scopes a token may carry; the API checks them per endpoint.
-var validScopes = map[string]bool{"read": true, "simulate": true, "shutdown": true}
+var validScopes = map[string]bool{"read": true, "simulate": true, "shutdown": true, "startup": true}
 
 // storeFlags adds --config and --database to fs and returns a function that
 // opens the store they name.
@@ -152,7 +152,7 @@ func parseScopes(s string) ([]string, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("--scopes is required (read, simulate, shutdown)")
+		return nil, errors.New("--scopes is required (read, simulate, shutdown, startup)")
 	}
 	return out, nil
 }
@@ -161,7 +161,7 @@ func tokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("token create", stderr)
 	open := storeFlags(fs)
 	name := fs.String("name", "", "token name (unique)")
-	scopesFlag := fs.String("scopes", "", "comma-separated scopes: read, simulate, shutdown")
+	scopesFlag := fs.String("scopes", "", "comma-separated scopes: read, simulate, shutdown, startup")
 	expires := fs.String("expires", "", "lifetime, e.g. 90d or 12h (default: never)")
 	var cidrs stringList
 	fs.Var(&cidrs, "allow-cidr", "source network allowed to use the token (repeatable)")

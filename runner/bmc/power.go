@@ -105,3 +105,10 @@ func (c *Client) setPower(ctx context.Context, state, op string) error {
 	}
 	return nil
 }
+
+// PowerOn switches the host on (Redfish On, IPMI "chassis power on"). It
+// returns once the BMC accepted the request; the caller waits for the OS
+// to answer (SSH), since On at the BMC says nothing about the boot.
+func (c *Client) PowerOn(ctx context.Context) error {
+	return c.setPower(ctx, "on", "power on")
+}

@@ -21,6 +21,7 @@ type wireServer struct {
 	Status    looseString `json:"status"`
 	TenantID  looseString `json:"tenant_id"`
 	TaskState looseString `json:"OS-EXT-STS:task_state"`
+	Host      looseString `json:"OS-EXT-SRV-ATTR:host"`
 }
 
 // pageLink is one entry of servers_links; an entry that is not a link

@@ -70,13 +70,14 @@ func rewrite(t *testing.T, p page) []byte {
 		Status    string `json:"status"`
 		TenantID  string `json:"tenant_id"`
 		TaskState string `json:"OS-EXT-STS:task_state"`
+		Host      string `json:"OS-EXT-SRV-ATTR:host"`
 	}
 	out := struct {
 		Servers []server            `json:"servers"`
 		Links   []map[string]string `json:"servers_links"`
 	}{Servers: []server{}}
 	for _, w := range p.servers {
-		out.Servers = append(out.Servers, server{string(w.ID), string(w.Name), string(w.Status), string(w.TenantID), string(w.TaskState)})
+		out.Servers = append(out.Servers, server{string(w.ID), string(w.Name), string(w.Status), string(w.TenantID), string(w.TaskState), string(w.Host)})
 	}
 	if n := p.nextHref(); n != "" {
 		out.Links = append(out.Links, map[string]string{"rel": "next", "href": n})
@@ -94,7 +95,7 @@ func TestDecodePageReadsNovaPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []wireServer{
-		{ID: "8e1c4a5e-62b8-4a0b-9f1e-2f5f3b7c9d01", Name: "web-03", Status: "ACTIVE", TenantID: "6f70656e737461636b20342065766572"},
+		{ID: "8e1c4a5e-62b8-4a0b-9f1e-2f5f3b7c9d01", Name: "web-03", Status: "ACTIVE", TenantID: "6f70656e737461636b20342065766572", Host: "compute-1"},
 		{ID: "b2", Name: `Ubuntu 22.04 dev é"q"`, Status: "ERROR", TenantID: "t", TaskState: "powering-off"},
 	}
 	if fmt.Sprint(p.servers) != fmt.Sprint(want) {
@@ -112,11 +113,11 @@ func TestDecodePageEdges(t *testing.T) {
 		body, servers, next, err string
 	}{
 		{body: `{"servers":[]}`, servers: `[]`},
-		{body: `{"servers":[{"id":"a","name":1,"status":null,"OS-EXT-STS:task_state":{"x":1}}]}`, servers: `[{"a" "" "" "" ""}]`},
-		{body: `{"servers":[{"id":"a"}],"servers_links":[1,{"rel":"next","href":"h"}]}`, servers: `[{"a" "" "" "" ""}]`, next: "h"},
-		{body: `{"servers":[{"id":"a"}],"servers_links":{"rel":"next"}}`, servers: `[{"a" "" "" "" ""}]`},
-		{body: `{"servers":[{"id":"a"}],"servers_links":[{"rel":"next","href":5}]}`, servers: `[{"a" "" "" "" ""}]`},
-		{body: `{"servers":[{"id":"a","id":"b"}]}`, servers: `[{"b" "" "" "" ""}]`},
+		{body: `{"servers":[{"id":"a","name":1,"status":null,"OS-EXT-STS:task_state":{"x":1}}]}`, servers: `[{"a" "" "" "" "" ""}]`},
+		{body: `{"servers":[{"id":"a"}],"servers_links":[1,{"rel":"next","href":"h"}]}`, servers: `[{"a" "" "" "" "" ""}]`, next: "h"},
+		{body: `{"servers":[{"id":"a"}],"servers_links":{"rel":"next"}}`, servers: `[{"a" "" "" "" "" ""}]`},
+		{body: `{"servers":[{"id":"a"}],"servers_links":[{"rel":"next","href":5}]}`, servers: `[{"a" "" "" "" "" ""}]`},
+		{body: `{"servers":[{"id":"a","id":"b"}]}`, servers: `[{"b" "" "" "" "" ""}]`},
 		{body: `{"servers":null}`, err: `no "servers" list`},
 		{body: `{}`, err: `no "servers" list`},
 		{body: `{"servers":{"id":"a"}}`, err: "cannot unmarshal"},

@@ -18,6 +18,9 @@ import (
 // whether to stop it and to see that it is off.
 type Server struct {
 	ID, Name, Status, TenantID, TaskState string
+	// Host is the compute host (OS-EXT-SRV-ATTR:host, admin only): a
+	// startup does not start a VM whose compute host is down.
+	Host string
 }
 
 // MaxListPages bounds one listing: a cloud whose next links never end (a
@@ -168,7 +171,7 @@ func (p page) list(seen map[string]bool) (out []Server, dups int, err error) {
 		}
 		seen[id] = true
 		out = append(out, Server{ID: id, Name: string(w.Name), Status: string(w.Status),
-			TenantID: string(w.TenantID), TaskState: string(w.TaskState)})
+			TenantID: string(w.TenantID), TaskState: string(w.TaskState), Host: string(w.Host)})
 	}
 	return out, dups, nil
 }
