@@ -115,11 +115,17 @@ func TestStartupMigrationKeepsJobs(t *testing.T) {
 	mustExec(t, db, `INSERT INTO actions (job_id, step_id, target_kind, target, operation, state, started_at, finished_at, updated_at)
 		VALUES (7, 1, 'vm', 'web-1', 'os-stop', 'succeeded', ?, ?, ?)`, ts, ts, ts)
 	mustExec(t, db, `INSERT INTO events (job_id, at, level, message, prev_hash, hash) VALUES (7, ?, 'info', 'created', X'', ?)`, ts, hash(1))
+	// The power events of migration 6 refer to jobs too: the rebuild of
+	// jobs must keep those references whole.
+	mustExec(t, db, `INSERT INTO power_events (at, source, kind, level, job_id) VALUES (?, 'nut/ups1', 'shutdown_started', 'critical', 7)`, ts)
 
 	if _, err := p.UpTo(ctx, 7); err != nil {
 		t.Fatalf("up to 7: %v", err)
 	}
 	checkForeignKeys(t, db)
+	if _, err := db.Exec(`INSERT INTO power_events (at, source, kind, level, job_id) VALUES (?, 'nut/ups1', 'shutdown_started', 'critical', 99)`, ts); err == nil {
+		t.Error("a power event naming no job was accepted: its reference to jobs was lost in the rebuild")
+	}
 	var reason string
 	if err := db.QueryRow(`SELECT reason FROM jobs WHERE id = 7 AND kind = 'shutdown' AND boot_id = 'b1'`).Scan(&reason); err != nil || reason != "mains lost" {
 		t.Fatalf("shutdown after up: %q, %v", reason, err)
