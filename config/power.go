@@ -281,7 +281,7 @@ func (p *PowerSource) DescribePower(pr func(string, ...any)) {
 	pr("  the NUT server lost while on mains: a warning event, no shutdown")
 	pr("  mains back before the shutdown started: nothing; at most one shutdown per outage, and never while another job of the outage exists")
 	if p.StartupAfter > 0 {
-		pr("  startup: mains back for %s with charge at least %s%% after a shutdown would start the startup job; not wired yet (the startup job does not exist in this build)",
+		pr("  startup: mains back for %s with charge at least %s%% after a successful shutdown starts the startup job",
 			dur(p.StartupAfter), strconv.FormatFloat(p.StartupMinCharge, 'f', -1, 64))
 	} else {
 		pr("  startup: never by itself (startup_after 0)")

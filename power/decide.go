@@ -113,10 +113,9 @@ func (w *Watcher) startShutdown(ctx context.Context, s state, now time.Time, rea
 
 // maybeStartup asks the startup hook to restore the outage's shutdown once
 // the mains have been back for startup_after and the battery holds
-// startup_min_charge, and that shutdown succeeded. Without a hook (the
-// startup job does not exist yet) it does nothing.
+// startup_min_charge, and that shutdown succeeded.
 func (w *Watcher) maybeStartup(ctx context.Context, s state, now time.Time) {
-	if w.cfg.StartupAfter <= 0 || w.startup == nil || s.startupAsked || s.lastShutdown == 0 {
+	if w.cfg.StartupAfter <= 0 || s.startupAsked || s.lastShutdown == 0 {
 		return
 	}
 	r := s.reading

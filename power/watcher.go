@@ -44,9 +44,9 @@ type Forecaster interface {
 type Kicker interface{ Kick() }
 
 // StartupStarter starts the startup job that restores the shutdown
-// shutdownJob. It is the hook for startup_after/startup_min_charge: the
-// startup job does not exist in this build, so nothing implements it yet and
-// Options.Startup is nil; the watcher then only reports that it would.
+// shutdownJob, for startup_after/startup_min_charge. Options.Startup nil
+// means the store's own (storeStartup): the job is created as POST /startup
+// creates it, named after the power source.
 type StartupStarter interface {
 	StartStartup(ctx context.Context, shutdownJob int64, reason string) (jobID int64, err error)
 }
@@ -119,8 +119,33 @@ func New(o Options) (*Watcher, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Watcher{cfg: o.Config, store: o.Store, forecast: o.Forecaster, runner: o.Runner, startup: o.Startup,
+	startup := o.Startup
+	if startup == nil {
+		startup = storeStartup{st: o.Store, runner: o.Runner, source: o.Config.Source()}
+	}
+	return &Watcher{cfg: o.Config, store: o.Store, forecast: o.Forecaster, runner: o.Runner, startup: startup,
 		log: log.With("power_source", o.Config.Source()), src: src, source: o.Config.Source()}, nil
+}
+
+// storeStartup creates the startup job in the store, as POST /startup
+// does (never while another job is active), with the power source as its
+// trigger, and wakes the runner.
+type storeStartup struct {
+	st     *store.Store
+	runner Kicker
+	source string
+}
+
+// StartStartup creates the startup job restoring shutdownJob.
+func (s storeStartup) StartStartup(ctx context.Context, shutdownJob int64, reason string) (int64, error) {
+	j, err := s.st.CreateStartup(ctx, store.NewJob{TokenName: TokenPrefix + s.source, Reason: reason}, shutdownJob)
+	if err != nil {
+		return 0, fmt.Errorf("create startup job: %w", err)
+	}
+	if s.runner != nil {
+		s.runner.Kick()
+	}
+	return j.ID, nil
 }
 
 // Run polls every poll_interval until ctx ends, then logs out.

@@ -46,7 +46,7 @@ type rig struct {
 
 // start runs upsd with the dummy UPS, a store, the runner's forecast and a
 // watcher polling every poll.
-func start(t *testing.T, poll, grace time.Duration, when config.ShutdownWhen) *rig {
+func start(t *testing.T, poll, grace time.Duration, when config.ShutdownWhen, tune ...func(*config.PowerSource)) *rig {
 	t.Helper()
 	ups := upsdtest.Start(t, upsdtest.Options{User: "shutdownd", Password: "nut-pass"})
 	ctx := context.Background()
@@ -63,6 +63,9 @@ func start(t *testing.T, poll, grace time.Duration, when config.ShutdownWhen) *r
 	cfg := &config.PowerSource{
 		NUT:          config.NUT{Address: ups.Addr, UPS: ups.UPS, User: "shutdownd", Password: "nut-pass", Timeout: 2 * time.Second},
 		PollInterval: poll, OnBatteryGrace: grace, ShutdownWhen: when,
+	}
+	for _, f := range tune {
+		f(cfg)
 	}
 	r := &rig{t: t, ups: ups, st: st, kicks: &kicks{}, cfg: cfg, runner: run, estimate: f.Estimate}
 	r.w, err = power.New(power.Options{Config: cfg, Store: st, Forecaster: run, Runner: r.kicks})
@@ -313,5 +316,51 @@ func TestManualShutdownDuringGraceWins(t *testing.T) {
 	}
 	if r.kicks.n.Load() != 0 {
 		t.Error("the runner was kicked though no job was created")
+	}
+}
+
+// TestStartupWhenMainsBack: after the outage's shutdown succeeded, mains
+// back for startup_after with the charge at startup_min_charge start one
+// startup job restoring that shutdown, named after the power source; a
+// charge below the minimum waits.
+func TestStartupWhenMainsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	after := 2 * time.Second
+	r := start(t, 200*time.Millisecond, time.Second, config.ShutdownWhen{RuntimeMargin: time.Minute, LowBattery: true},
+		func(c *config.PowerSource) { c.StartupAfter, c.StartupMinCharge = after, 50 })
+	r.ups.Set(map[string]string{"ups.status": "OB LB", "battery.runtime": "60", "battery.charge": "20"})
+	r.waitFor("the shutdown job", 15*time.Second, func() bool { return len(r.jobs()) == 1 })
+	shutdown := r.jobs()[0]
+	if err := r.st.StartJob(ctx, shutdown.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.st.FinishJob(ctx, shutdown.ID, store.StateSucceeded, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Mains back, but the battery is not charged enough: no startup.
+	r.ups.Set(map[string]string{"ups.status": "OL CHRG", "battery.runtime": "300", "battery.charge": "40"})
+	r.settle(time.Now().Add(after+time.Second), 3)
+	if js := r.jobs(); len(js) != 1 {
+		t.Fatalf("%d jobs with the charge at 40%% < 50%%; want the shutdown only", len(js))
+	}
+	r.ups.Set(map[string]string{"ups.status": "OL CHRG", "battery.runtime": "900", "battery.charge": "60"})
+	r.waitFor("the startup job", 15*time.Second, func() bool { return len(r.jobs()) == 2 })
+	startup := r.jobs()[0]
+	restores, err := r.st.RestoredShutdown(ctx, startup.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if startup.Kind != store.KindStartup || startup.TokenName != power.TokenPrefix+r.cfg.Source() ||
+		restores != shutdown.ID || !strings.Contains(startup.Reason, "charge 60% >= 50%") {
+		t.Errorf("startup job %+v restoring %d; want a startup of the power source restoring %d", startup, restores, shutdown.ID)
+	}
+	r.waitFor("the startup power event", 15*time.Second, func() bool { return r.event(store.PowerStartup) != nil })
+	if e := r.event(store.PowerStartup); e.JobID == nil || *e.JobID != startup.ID {
+		t.Errorf("startup power event %+v", e)
+	}
+	r.settle(time.Now(), 3)
+	if js := r.jobs(); len(js) != 2 {
+		t.Errorf("%d jobs after more polls; want one startup only", len(js))
 	}
 }
