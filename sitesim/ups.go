@@ -290,7 +290,8 @@ func (s *Site) upsPasswordFile() string { return filepath.Join(s.Opts.Dir, "nut-
 // upsConfig writes the power_source section for the simulated UPS: over
 // STARTTLS, as a NUT server off the management host should be read, polled
 // every second with a 10 s grace, so a pulled plug ends in a shutdown
-// within seconds in the demo.
+// within seconds in the demo, and the plug put back brings the site up
+// again 10 s later (startup_after).
 func (s *Site) upsConfig(b *strings.Builder) {
 	if s.UPS == nil {
 		return
@@ -298,4 +299,5 @@ func (s *Site) upsConfig(b *strings.Builder) {
 	fmt.Fprintf(b, "power_source:\n  nut: {address: %q, ups: %s, user: %s, password_file: %q, starttls: true, ca_file: %q}\n",
 		s.UPS.Addr(), s.UPS.Name, s.UPS.User, s.upsPasswordFile(), s.upsCAFile())
 	b.WriteString("  poll_interval: 1s\n  on_battery_grace: 10s\n  shutdown_when: {runtime_margin: 30s, charge_below: 30, low_battery: true}\n")
+	b.WriteString("  startup_after: 10s\n  startup_min_charge: 50\n")
 }

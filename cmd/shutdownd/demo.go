@@ -167,6 +167,8 @@ Power cut: shutdownd watches a simulated UPS (NUT protocol over STARTTLS, %[1]s,
   Back within 10 s: a blip, nothing happens. On battery longer, a shutdown
   starts when the runtime is below the forecast plus 30 s (at once on a
   fresh database), the charge below 30%%, or the UPS flags low battery.
+  Plug back in after the shutdown succeeded: 10 s later, with the battery
+  at least half full, the startup job brings the site back by itself.
   The power events: shutdownd audit power --database %[5]s
 `, u.Addr(), u.Name, u.ControlURL(), url, d.Config.Database)
 	}

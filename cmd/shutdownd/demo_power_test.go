@@ -60,4 +60,26 @@ func TestDemoPullThePlug(t *testing.T) {
 	if job.TokenName != "power-source:nut/ups" || !strings.Contains(job.Reason, "< forecast") {
 		t.Fatalf("job = %+v", job)
 	}
+	// The whole cycle: the shutdown ends, the plug goes back in, and the
+	// site comes back by itself.
+	waitUntil(t, 90*time.Second, "the shutdown to end", func() bool {
+		j, err := m.Store.Job(ctx, job.ID)
+		return err == nil && j.State.Final()
+	})
+	if j, _ := m.Store.Job(ctx, job.ID); j.State != store.StateSucceeded {
+		t.Fatalf("shutdown %s: %s", j.State, j.Error)
+	}
+	resp, err = http.Post(d.Site.UPS.ControlURL()+"/plug", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var startup *store.Job
+	waitUntil(t, 60*time.Second, "the power source's startup", func() bool {
+		startup, _ = m.Store.LatestJob(ctx, store.KindStartup)
+		return startup != nil
+	})
+	if startup.TokenName != "power-source:nut/ups" || !strings.Contains(startup.Reason, "mains back") {
+		t.Fatalf("startup = %+v", startup)
+	}
 }
