@@ -18,7 +18,7 @@ import (
 )
 
 func (e *exec) hostsStep(step store.Step) (store.StepState, string, error) {
-	e.pool.release()
+	e.pool.Release()
 	if e.job.Kind == store.KindSimulation {
 		return e.hostsCheck(step)
 	}
@@ -136,7 +136,7 @@ func (hs *hostsRun) group(gi int, g []config.Host) {
 		if p := hs.before[h.Name]; p != nil {
 			r.prior = *p
 		}
-		r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.sshWarmFailed(h.Name)))
+		r.check = h.BMC != nil && (r.prior.touched || (e.pool != nil && e.pool.SSHWarmFailed(h.Name)))
 		runs = append(runs, r)
 	}
 	e.beginGroup(hs.step, runs, hs.rec)
@@ -384,7 +384,7 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Mil
 // shutdown, else a new one. warm reports a session opened in advance.
 func (e *exec) bmcFor(h config.Host) (PowerController, bool, error) {
 	if e.pool != nil {
-		return e.pool.takeBMC(h)
+		return e.pool.TakeBMC(h)
 	}
 	c, err := e.r.deps.OpenBMC(e.ctx, h)
 	return c, false, err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/internal/journal"
+	"github.com/edgeops/shutdownd/runner/internal/pool"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -57,8 +58,8 @@ type Runner struct {
 	kick   chan struct{}
 	settle sync.Once
 	// nova follows the os-stop requests; connection warm-up waits for
-	// them (see warmQuiet).
-	nova stopCounter
+	// them (see pool.Quiet).
+	nova pool.StopCounter
 	warm cloudWarmer // an authenticated OpenStack client for the next shutdown
 	// selfDownJob is the shutdown job whose self power-off this process
 	// sent (0: none): this machine is going down, and no job may start
@@ -272,7 +273,7 @@ func (r *Runner) execute(parent context.Context, job store.Job) {
 	e.jobStarted()
 	if job.Kind == store.KindShutdown {
 		e.pool = startPool(e)
-		defer e.pool.close()
+		defer e.pool.Close()
 	}
 
 	e.stopWatch = r.startWatch(e, cancel)

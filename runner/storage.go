@@ -15,7 +15,7 @@ import (
 )
 
 func (e *exec) storageStep(step store.Step) (store.StepState, string, error) {
-	e.pool.release() // the VM step is over: open what is left at once
+	e.pool.Release() // the VM step is over: open what is left at once
 	st := e.r.cfg.Storage
 	if st.Type == "" || st.Type == "none" {
 		return store.StepSkipped, "no storage layer configured", nil
@@ -377,19 +377,19 @@ func (e *exec) onHost(h config.Host, keep bool, f func(HostConn) error) (dialErr
 		return nil, f(conn)
 	}
 	for attempt := 0; ; attempt++ {
-		s, err := e.pool.sshConn(h)
+		s, err := e.pool.SSHConn(h)
 		if err != nil {
 			return err, nil
 		}
-		err = f(s.val)
+		err = f(s.Conn())
 		var exit *ssh.ExitError
 		switch {
 		case err != nil && errors.Is(err, hostctl.ErrNoSession) && attempt == 0 && e.ctx.Err() == nil:
-			e.pool.dropSSH(h.Name, s)
+			e.pool.DropSSH(h.Name, s)
 			e.event(store.LevelWarn, fmt.Sprintf("host %s: SSH connection lost before the command was sent; dialling again", h.Name), err.Error())
 			continue
 		case !keep, err != nil && !errors.As(err, &exit):
-			e.pool.dropSSH(h.Name, s)
+			e.pool.DropSSH(h.Name, s)
 		}
 		return nil, err
 	}
