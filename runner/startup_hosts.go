@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
+	"github.com/edgeops/shutdownd/runner/internal/pool"
 	"github.com/edgeops/shutdownd/store"
 )
 
@@ -135,7 +136,7 @@ func (e *exec) startHost(step store.Step, h config.Host, read *powerRead, sent f
 		return true
 	}
 	msg := fmt.Sprintf("SSH does not answer after %s: %v", boot, err)
-	if permanentSSH(err) {
+	if pool.PermanentSSH(err) {
 		msg = fmt.Sprintf("SSH refused: %v", err)
 	}
 	if bmcErr != nil {
@@ -283,7 +284,7 @@ func (e *exec) waitSSH(h config.Host, timeout time.Duration) error {
 			conn.Close()
 			return nil
 		}
-		if permanentSSH(err) || e.ctx.Err() != nil || !time.Now().Before(deadline) {
+		if pool.PermanentSSH(err) || e.ctx.Err() != nil || !time.Now().Before(deadline) {
 			return err
 		}
 		select {

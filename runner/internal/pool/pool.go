@@ -420,9 +420,9 @@ func (p *Pool[C, B]) fillBMC(s *Slot[B], ctl B, err error) {
 	p.mu.Unlock()
 }
 
-// permanentSSH reports whether a failed dial would fail the same way again:
+// PermanentSSH reports whether a failed dial would fail the same way again:
 // the host key or our key was refused, or the host is this machine.
-func permanentSSH(err error) bool {
+func PermanentSSH(err error) bool {
 	return errors.Is(err, hostctl.ErrHostKeyMismatch) || errors.Is(err, hostctl.ErrHostKeyUnknown) ||
 		errors.Is(err, hostctl.ErrAuth) || errors.Is(err, hostctl.ErrThisMachine)
 }

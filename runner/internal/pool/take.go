@@ -41,7 +41,7 @@ func (p *Pool[C, B]) SSHConn(h config.Host) (*Slot[C], error) {
 			p.mu.Unlock()
 			return s, nil
 		}
-		if s.err != nil && (!s.warm || waited || permanentSSH(s.err)) {
+		if s.err != nil && (!s.warm || waited || PermanentSSH(s.err)) {
 			// A dial made for this use failed (ours or another caller's,
 			// or a warm-up dial still running when we asked), or the
 			// host's key is refused: no second attempt.
@@ -66,7 +66,7 @@ func (p *Pool[C, B]) dialNow(h config.Host, s *Slot[C]) (*Slot[C], error) {
 	conn, err := p.o.DialHost(p.job, h)
 	p.fillSSH(s, conn, err)
 	if s.err != nil {
-		if !permanentSSH(s.err) {
+		if !PermanentSSH(s.err) {
 			// The next use (a later step) tries again.
 			p.forgetSSH(h.Name, s)
 		}
