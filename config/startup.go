@@ -54,20 +54,9 @@ func (d *decoder) startupCommands(m map[string]entry, c *Config) {
 	first := map[StorageCommand]int{}
 	for i, item := range d.sequence(e.val, "storage.startup_commands") {
 		p := fmt.Sprintf("storage.startup_commands[%d]", i)
-		cm := d.mapping(item, p, "host", "command")
-		if cm == nil {
+		sc, ok := d.storageCommand(item, p, c)
+		if !ok {
 			continue
-		}
-		var sc StorageCommand
-		if he, ok := cm["host"]; !ok {
-			d.fail(item, p+".host", "required")
-		} else if name, ok := d.nonEmpty(he.val, p+".host"); ok && d.knownHost(he.val, p+".host", name, c) {
-			sc.Host = name
-		}
-		if ce, ok := cm["command"]; !ok {
-			d.fail(item, p+".command", "required")
-		} else if v, ok := d.nonEmpty(ce.val, p+".command"); ok {
-			sc.Command = v
 		}
 		if sc.Host == "" || sc.Command == "" {
 			continue
