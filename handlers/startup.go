@@ -41,11 +41,7 @@ func (s *Server) handleStartup(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, fmt.Errorf("create startup: %w", err))
 		return
 	}
-	s.logger.LogAttrs(r.Context(), slog.LevelWarn, "startup requested",
-		slog.Int64("job", job.ID), slog.String("token", job.TokenName), slog.String("remote", job.RemoteAddr))
-	s.kick()
-	s.recordWarnings(r, job.ID, t.warnings)
-	writeAccepted(w, job.ID)
+	s.started(w, r, slog.LevelWarn, job, t.warnings)
 }
 
 // takeShutdownJob reads shutdown_job from the body, if there is one, and

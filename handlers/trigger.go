@@ -291,11 +291,7 @@ func (s *Server) handleSimulate(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, fmt.Errorf("create simulation: %w", err))
 		return
 	}
-	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "simulation requested",
-		slog.Int64("job", job.ID), slog.String("token", job.TokenName), slog.String("remote", job.RemoteAddr))
-	s.kick()
-	s.recordWarnings(r, job.ID, t.warnings)
-	writeAccepted(w, job.ID)
+	s.started(w, r, slog.LevelInfo, job, t.warnings)
 }
 
 // handleShutdown always answers 202 to an authorised request, whatever its
@@ -319,15 +315,23 @@ func (s *Server) handleShutdown(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if created {
-		s.logger.LogAttrs(r.Context(), slog.LevelWarn, "shutdown requested",
-			slog.Int64("job", job.ID), slog.String("token", job.TokenName), slog.String("remote", job.RemoteAddr))
-		s.kick()
-		s.recordWarnings(r, job.ID, t.warnings)
-	} else {
-		s.logger.LogAttrs(r.Context(), slog.LevelInfo, "shutdown requested again, already active",
-			slog.Int64("job", job.ID), slog.String("token", s.newJob(r, store.KindShutdown, t).TokenName),
-			slog.Any("ignored", t.warnings))
+		s.started(w, r, slog.LevelWarn, job, t.warnings)
+		return
 	}
+	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "shutdown requested again, already active",
+		slog.Int64("job", job.ID), slog.String("token", s.newJob(r, store.KindShutdown, t).TokenName),
+		slog.Any("ignored", t.warnings))
+	writeAccepted(w, job.ID)
+}
+
+// started answers 202 for a job this request created, after logging it,
+// waking the runner and recording on the job what its body carried and
+// could not be used.
+func (s *Server) started(w http.ResponseWriter, r *http.Request, level slog.Level, job store.Job, warnings []string) {
+	s.logger.LogAttrs(r.Context(), level, string(job.Kind)+" requested",
+		slog.Int64("job", job.ID), slog.String("token", job.TokenName), slog.String("remote", job.RemoteAddr))
+	s.kick()
+	s.recordWarnings(r, job.ID, warnings)
 	writeAccepted(w, job.ID)
 }
 
