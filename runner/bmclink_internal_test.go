@@ -1,19 +1,14 @@
 package runner
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"testing"
 
-	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/bmc"
 	"github.com/edgeops/shutdownd/sitesim"
-	"github.com/edgeops/shutdownd/store"
 )
 
 // endSessions logs every Redfish session out from the BMC's side, as a BMC
@@ -58,34 +53,10 @@ func endSessions(t *testing.T, b *sitesim.RedfishBMC) {
 // by a new one on its first read; a session that already answered is not
 // (its errors are the BMC's answer, for the confirmation loop to judge).
 func TestWarmBMCSessionEndedByTheBMCIsReopened(t *testing.T) {
-	dir := t.TempDir()
-	site, err := sitesim.Start(context.Background(), sitesim.Options{
-		Dir: dir, Projects: []string{"a"}, Hosts: []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}, Storage: "none",
+	site, cfg, st, e := internalExec(t, sitesim.Options{
+		Projects: []string{"a"}, Hosts: []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}}, Storage: "none",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(site.Close)
-	path, err := site.WriteConfig("127.0.0.1:0", filepath.Join(dir, "db.sqlite"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), cfg.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	job, _, err := st.CreateShutdown(context.Background(), store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(cfg, st, Options{Logger: slog.New(slog.DiscardHandler)})
-	ctx := context.Background()
-	e := &exec{r: r, job: job, ctx: ctx, log: r.log, jr: r.journal.Job(job.ID)}
+	r, ctx := e.r, e.ctx
 	h, sim := cfg.Hosts[0], site.Hosts[0].BMC
 
 	ctl, err := r.deps.OpenBMC(ctx, h)
@@ -101,7 +72,7 @@ func TestWarmBMCSessionEndedByTheBMCIsReopened(t *testing.T) {
 	if n := sim.ActiveSessions(); n != 1 {
 		t.Errorf("%d sessions on the BMC, want the one new session", n)
 	}
-	events, err := st.Events(ctx, job.ID, 0)
+	events, err := st.Events(ctx, e.job.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

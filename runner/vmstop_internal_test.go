@@ -2,13 +2,10 @@ package runner
 
 import (
 	"context"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgeops/shutdownd/config"
 	"github.com/edgeops/shutdownd/runner/openstack"
 	"github.com/edgeops/shutdownd/sitesim"
 	"github.com/edgeops/shutdownd/store"
@@ -113,44 +110,19 @@ type vmStopFixture struct {
 
 func newVMStopFixture(t *testing.T, projects []string, perProject int) *vmStopFixture {
 	t.Helper()
-	dir := t.TempDir()
-	site, err := sitesim.Start(context.Background(), sitesim.Options{
-		Dir: dir, Projects: projects, VMsPerProject: perProject, Storage: "none",
+	site, cfg, st, e := internalExec(t, sitesim.Options{
+		Projects: projects, VMsPerProject: perProject, Storage: "none",
 		Hosts:     []sitesim.HostSpec{{Name: "compute-01", Role: "compute"}},
 		VMStopMin: 10 * time.Millisecond, VMStopMax: 30 * time.Millisecond, PollInterval: 20 * time.Millisecond, Seed: 3,
 	})
+	ctx := e.ctx
+	if err := st.StartJob(ctx, e.job.ID); err != nil {
+		t.Fatal(err)
+	}
+	step, err := st.EnsureStep(ctx, e.job.ID, 1, StepOpenStack)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(site.Close)
-	path, err := site.WriteConfig("127.0.0.1:0", filepath.Join(dir, "db.sqlite"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), cfg.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ctx := context.Background()
-	job, _, err := st.CreateShutdown(ctx, store.NewJob{Kind: store.KindShutdown})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.StartJob(ctx, job.ID); err != nil {
-		t.Fatal(err)
-	}
-	step, err := st.EnsureStep(ctx, job.ID, 1, StepOpenStack)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(cfg, st, Options{Logger: slog.New(slog.DiscardHandler)})
-	t.Cleanup(func() { r.journal.Close() })
-	e := &exec{r: r, job: job, ctx: ctx, log: r.log, jr: r.journal.Job(job.ID)}
 	cloud, err := openCloud(ctx, cfg.OpenStack, nil)
 	if err != nil {
 		t.Fatal(err)
