@@ -176,9 +176,6 @@ func (h *SSHHost) PowerCommands() int {
 // order they were set.
 func (h *SSHHost) CephFlags() []string { return h.opts.Ceph.Flags() }
 
-// Ceph returns the cluster the host's `ceph` command talks to.
-func (h *SSHHost) Ceph() *CephCluster { return h.opts.Ceph }
-
 // CephStopped reports whether `systemctl stop ceph.target` was received
 // (and not undone by a start).
 func (h *SSHHost) CephStopped() bool {

@@ -47,18 +47,6 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestOpenCreatesPrivateFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
